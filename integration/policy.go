@@ -1,0 +1,153 @@
+package integration
+
+import (
+	"context"
+	"net/http"
+	"slices"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/caddy-targetgroup/caddy-targetgroup/selection"
+	"github.com/caddy-targetgroup/caddy-targetgroup/targetgroup"
+)
+
+func init() {
+	caddy.RegisterModule(new(SelectionPolicy))
+}
+
+// varAttempt holds the *attempt of a request: the lease on the target it
+// uses and the targets earlier tries of the same request used.
+const varAttempt = "target_group.attempt"
+
+// SelectionPolicy is the `http.reverse_proxy.selection_policies.target_group`
+// module: it picks a target with the group's algorithm
+// (load_balancing.algorithm.type) and counts the request against it until
+// the request ends, which is what least-outstanding-requests and draining
+// read.
+type SelectionPolicy struct {
+	// The target group. Optional with the target_group upstream source,
+	// whose group is used by default.
+	Group string `json:"group,omitempty"`
+
+	reg *targetgroup.Registry
+}
+
+// CaddyModule returns the Caddy module information.
+func (*SelectionPolicy) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.selection_policies.target_group",
+		New: func() caddy.Module { return new(SelectionPolicy) },
+	}
+}
+
+// Provision loads the target_groups app.
+func (p *SelectionPolicy) Provision(ctx caddy.Context) error {
+	reg, err := registryOf(ctx, p.Group)
+	p.reg = reg
+	return err
+}
+
+type attempt struct {
+	lease *targetgroup.Lease
+	tried []*targetgroup.Target
+}
+
+// Select picks a target among the available upstreams. It never panics on
+// an empty pool and tolerates a nil ResponseWriter (other policies call
+// their fallback with one).
+func (p *SelectionPolicy) Select(pool reverseproxy.UpstreamPool, r *http.Request, _ http.ResponseWriter) *reverseproxy.Upstream {
+	if len(pool) == 0 {
+		return nil
+	}
+	name := p.Group
+	if name == "" {
+		name, _ = caddyhttp.GetVar(r.Context(), varGroup).(string)
+	}
+	g := p.reg.Group(name)
+	if g == nil {
+		return nil
+	}
+	snap, _ := caddyhttp.GetVar(r.Context(), varSnapshot).(*targetgroup.Snapshot)
+	if from, _ := caddyhttp.GetVar(r.Context(), varGroup).(string); snap == nil || from != name {
+		snap = g.Snapshot()
+	}
+	targets := make([]*targetgroup.Target, len(pool))
+	for i, u := range pool {
+		// The pool is normally built from this very snapshot, in order.
+		if i < len(snap.Routable) && snap.Routable[i].Dial() == u.Dial {
+			targets[i] = snap.Routable[i]
+		} else {
+			targets[i] = snap.ByDial(u.Dial)
+		}
+	}
+	at, _ := caddyhttp.GetVar(r.Context(), varAttempt).(*attempt)
+	fresh := func(i int) bool {
+		return targets[i] != nil && pool[i].Available() && (at == nil || !slices.Contains(at.tried, targets[i]))
+	}
+	i := pick(snap, g, len(pool), targets, fresh)
+	if i < 0 && at != nil {
+		// Every target was tried already: a retry may still succeed on one.
+		i = pick(snap, g, len(pool), targets, func(i int) bool { return targets[i] != nil && pool[i].Available() })
+	}
+	if i < 0 {
+		return nil
+	}
+	t := targets[i]
+	if at == nil {
+		at = &attempt{}
+		caddyhttp.SetVar(r.Context(), varAttempt, at)
+	} else {
+		at.lease.Release()
+	}
+	at.tried = append(at.tried, t)
+	lease := t.Acquire()
+	at.lease = lease
+	// The request's context ends when the server is done with the request,
+	// response body and upgraded connections included.
+	context.AfterFunc(r.Context(), lease.Release)
+	return pool[i]
+}
+
+func pick(snap *targetgroup.Snapshot, g *targetgroup.Group, n int, targets []*targetgroup.Target, ok func(int) bool) int {
+	switch snap.Spec.Attributes.Algorithm {
+	case targetgroup.AlgorithmLeastOutstandingRequests:
+		return selection.LeastOutstanding(n, g.RR.Add(1)-1, func(i int) int64 { return targets[i].InFlight() }, ok)
+	default:
+		return selection.RoundRobin(n, g.RR.Add(1)-1, ok)
+	}
+}
+
+// releaseAttempt ends the lease of a request as soon as the proxy is done
+// with it, ahead of the request context's end.
+func releaseAttempt(r *http.Request) {
+	if at, _ := caddyhttp.GetVar(r.Context(), varAttempt).(*attempt); at != nil {
+		at.lease.Release()
+	}
+}
+
+// UnmarshalCaddyfile sets up the policy from Caddyfile tokens:
+//
+//	lb_policy target_group [<group>]
+func (p *SelectionPolicy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume the policy name
+	if d.NextArg() {
+		p.Group = d.Val()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.NextBlock(0) {
+		return d.Errf("lb_policy target_group: unrecognized option '%s'; the algorithm is the group's load_balancing.algorithm.type attribute", d.Val())
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner     = (*SelectionPolicy)(nil)
+	_ reverseproxy.Selector = (*SelectionPolicy)(nil)
+	_ caddyfile.Unmarshaler = (*SelectionPolicy)(nil)
+)

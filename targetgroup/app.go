@@ -1,0 +1,139 @@
+package targetgroup
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(new(App))
+}
+
+// App is the `target_groups` app: it owns every target group, their
+// targets, health checks and drain timers, and keeps them across config
+// reloads. Targets are registered and deregistered at run time through the
+// admin API under `/target-groups/`, without a config reload.
+type App struct {
+	// The target groups, by name (3–128 characters: a-z, 0-9, hyphens).
+	Groups map[string]*GroupConfig `json:"groups,omitempty"`
+
+	// CIDR blocks that targets of type ip may be in. AWS forbids publicly
+	// routable addresses; the default allows loopback, 10.0.0.0/8,
+	// 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, ::1/128 and fc00::/7.
+	// A list given here replaces the default.
+	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
+
+	specs   map[string]*Spec
+	allowed []netip.Prefix
+	ctx     caddy.Context
+	events  *caddyevents.App
+	logger  *zap.Logger
+	reg     *Registry
+	prev    *App
+	cleaned atomic.Bool
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "target_groups",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision validates every group and takes a reference to the live
+// registry. It changes no live state: `caddy validate` provisions too.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+	allowed, err := ParseCIDRs(a.AllowedCIDRs)
+	if err != nil {
+		return err
+	}
+	a.allowed = allowed
+	a.specs = make(map[string]*Spec, len(a.Groups))
+	names := make([]string, 0, len(a.Groups))
+	for name := range a.Groups {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := ValidateName(name); err != nil {
+			return fmt.Errorf("target group %q: %w", name, err)
+		}
+		spec, err := NewSpec(a.Groups[name], allowed)
+		if err != nil {
+			return fmt.Errorf("target group %q: %w", name, err)
+		}
+		a.specs[name] = spec
+	}
+	ev, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading events app: %v", err)
+	}
+	a.events = ev.(*caddyevents.App)
+	logger := a.logger
+	reg, _, err := registries.LoadOrNew(registryKey, func() (caddy.Destructor, error) {
+		return newRegistry(logger), nil
+	})
+	if err != nil {
+		return err
+	}
+	a.reg = reg.(*Registry)
+	return nil
+}
+
+// Registry is the live registry this app works on.
+func (a *App) Registry() *Registry { return a.reg }
+
+// Declares reports whether the config declares the named group.
+func (a *App) Declares(name string) bool {
+	_, ok := a.specs[name]
+	return ok
+}
+
+// DeclaredSpec returns the validated spec of a group the config declares, or nil.
+func (a *App) DeclaredSpec(name string) *Spec { return a.specs[name] }
+
+// Start puts this config's groups in force and starts health checks.
+func (a *App) Start() error {
+	a.prev = a.reg.applied
+	a.reg.apply(a)
+	return nil
+}
+
+// Stop gives the registry back to the previous config when this one is
+// rolled back (another app failed to start); on a normal reload the new
+// config is already in force and Stop changes nothing.
+func (a *App) Stop() error {
+	a.reg.mu.Lock()
+	applied := a.reg.applied
+	a.reg.mu.Unlock()
+	if applied == a && a.prev != nil && !a.prev.cleaned.Load() {
+		a.reg.apply(a.prev)
+	}
+	return nil
+}
+
+// Cleanup releases the reference to the registry.
+func (a *App) Cleanup() error {
+	a.cleaned.Store(true)
+	if a.reg != nil {
+		_, err := registries.Delete(registryKey)
+		return err
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

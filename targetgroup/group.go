@@ -1,0 +1,412 @@
+package targetgroup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
+)
+
+// Sources of a group: declared in the config, or created through the API.
+const (
+	SourceConfig = "config"
+	SourceAPI    = "api"
+)
+
+// Group is the live state of one target group. Writers (config loads, the
+// admin API, health checks, drain timers) serialise on mu; the request path
+// only loads the current Snapshot, which is immutable and swapped atomically.
+type Group struct {
+	reg  *Registry
+	name string
+	id   string
+
+	mu          sync.Mutex
+	spec        *Spec
+	source      string
+	created     *GroupConfig // creation parameters, for idempotent CreateTargetGroup
+	clientToken string
+	targets     map[TargetKey]*Target
+	closed      bool
+	pending     []event // emitted once mu is released
+
+	snap atomic.Pointer[Snapshot]
+	// RR is the group's round-robin cursor, shared by every route that uses
+	// the group so that the spread is even across them.
+	RR atomic.Uint64
+}
+
+// Snapshot is what the request path reads: the group's spec and the targets
+// that may receive new requests right now. It is never modified once
+// published.
+type Snapshot struct {
+	Spec *Spec
+	// Routable are the targets new requests may go to, in a stable order.
+	Routable []*Target
+	// FailOpen is true when too few targets are healthy and Routable holds
+	// unhealthy targets too (unhealthy_state_routing).
+	FailOpen bool
+	byDial   map[string]*Target
+
+	Healthy, Unhealthy, Initial, Draining, Unavailable, Total int
+}
+
+// ByDial finds a routable target by its dial address.
+func (s *Snapshot) ByDial(dial string) *Target { return s.byDial[dial] }
+
+// NoTargetReason explains an empty Routable list to a client or a log.
+func (s *Snapshot) NoTargetReason(group string) string {
+	switch {
+	case s.Total == 0 && s.Draining == 0:
+		return fmt.Sprintf("target group %q has no registered target", group)
+	case s.Spec.Config.Type == TypeLambda:
+		return fmt.Sprintf("target group %q has lambda targets, which this version cannot invoke", group)
+	default:
+		return fmt.Sprintf("target group %q has no routable target (%d initial, %d unhealthy, %d draining)", group, s.Initial, s.Unhealthy, s.Draining)
+	}
+}
+
+func groupID(name string) string {
+	sum := sha256.Sum256([]byte("target-group/" + name))
+	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+	n := binary.BigEndian.Uint64(sum[:8])
+	m := binary.BigEndian.Uint64(sum[8:16])
+	b := make([]byte, 17)
+	for i := range b {
+		if i < 12 {
+			b[i] = alphabet[n%36]
+			n /= 36
+		} else {
+			b[i] = alphabet[m%36]
+			m /= 36
+		}
+	}
+	return "tg-" + string(b)
+}
+
+func newGroup(r *Registry, name string, spec *Spec, source string) *Group {
+	g := &Group{reg: r, name: name, id: groupID(name), spec: spec, source: source, targets: make(map[TargetKey]*Target)}
+	g.publish()
+	return g
+}
+
+// Name is the group's name.
+func (g *Group) Name() string { return g.name }
+
+// ID is the group's stable identifier, "tg-" and 17 characters as in VPC Lattice.
+func (g *Group) ID() string { return g.id }
+
+// ARN is an ARN-style identifier of the group.
+func (g *Group) ARN() string {
+	return "arn:caddy:elasticloadbalancing:local:000000000000:targetgroup/" + g.name + "/" + g.id[3:]
+}
+
+// Snapshot returns the current immutable view of the group.
+func (g *Group) Snapshot() *Snapshot { return g.snap.Load() }
+
+// Source is SourceConfig or SourceAPI.
+func (g *Group) Source() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.source
+}
+
+// Spec returns the group's current validated configuration.
+func (g *Group) Spec() *Spec { return g.snap.Load().Spec }
+
+// lock and unlock bracket every mutation; unlock emits the events that the
+// mutation queued, outside the lock, so that event handlers may call back.
+func (g *Group) lock() { g.mu.Lock() }
+
+func (g *Group) unlock() {
+	ev := g.pending
+	g.pending = nil
+	g.mu.Unlock()
+	for _, e := range ev {
+		g.reg.emit(e)
+	}
+}
+
+// publish rebuilds the snapshot. Called with mu held (or before the group is shared).
+func (g *Group) publish() {
+	s := &Snapshot{Spec: g.spec, byDial: make(map[string]*Target)}
+	var healthy, unhealthy []*Target
+	for _, t := range g.sortedTargets() {
+		switch t.state {
+		case StateHealthy:
+			healthy = append(healthy, t)
+			s.Healthy++
+		case StateUnavailable:
+			healthy = append(healthy, t)
+			s.Unavailable++
+		case StateUnhealthy, StateUnhealthyDraining:
+			unhealthy = append(unhealthy, t)
+			s.Unhealthy++
+		case StateInitial:
+			s.Initial++
+		case StateDraining:
+			s.Draining++
+			continue
+		}
+		s.Total++
+	}
+	s.Routable = healthy
+	a := g.spec.Attributes
+	if s.Unavailable == 0 && len(unhealthy) > 0 {
+		// AWS: below either threshold, route to every checked target, the
+		// unhealthy ones included, rather than overload the few healthy ones.
+		below := s.Healthy < a.RoutingFailoverCount
+		if p := a.RoutingFailoverPercentage; p > 0 && s.Healthy*100 < p*s.Total {
+			below = true
+		}
+		if below {
+			s.FailOpen = true
+			s.Routable = append(append([]*Target(nil), healthy...), unhealthy...)
+		}
+	}
+	if g.spec.Config.Type == TypeLambda {
+		s.Routable = nil
+	}
+	for _, t := range s.Routable {
+		s.byDial[t.dial] = t
+	}
+	g.snap.Store(s)
+}
+
+func (g *Group) sortedTargets() []*Target {
+	ts := make([]*Target, 0, len(g.targets))
+	for _, t := range g.targets {
+		ts = append(ts, t)
+	}
+	sort.Slice(ts, func(i, j int) bool {
+		a, b := ts[i].cfg, ts[j].cfg
+		if a.ID != b.ID {
+			return a.ID < b.ID
+		}
+		return a.Port < b.Port
+	})
+	return ts
+}
+
+// setState changes a target's state, logs the change once and queues its
+// events. Called with mu held.
+func (g *Group) setState(t *Target, s State, reason, desc string) {
+	old := t.state
+	if old == s && t.reason == reason {
+		t.description = desc
+		return
+	}
+	t.state, t.reason, t.description = s, reason, desc
+	if old == s {
+		return
+	}
+	g.reg.logger.Info("target state changed",
+		zap.String("group", g.name),
+		zap.String("target", t.Key().String()),
+		zap.String("old", string(old)),
+		zap.String("new", string(s)),
+		zap.String("reason", reason),
+		zap.String("description", desc))
+	data := map[string]any{
+		"group": g.name, "target": t.cfg.ID, "port": t.cfg.Port, "host": t.dial,
+		"old": string(old), "new": string(s), "reason": reason,
+	}
+	g.pending = append(g.pending, event{name: "target_state_changed", data: data})
+	switch s {
+	case StateHealthy:
+		g.pending = append(g.pending, event{name: "healthy", data: data})
+	case StateUnhealthy:
+		g.pending = append(g.pending, event{name: "unhealthy", data: data})
+	}
+}
+
+// checkingState is the state a target starts in under the current spec.
+func (g *Group) initialState(t *Target) {
+	t.threshold.Reset()
+	if !g.spec.HealthCheck.Enabled {
+		g.setState(t, StateUnavailable, ReasonHealthCheckDisabled, "Health checks are disabled")
+		return
+	}
+	g.setState(t, StateInitial, ReasonRegistrationInProgress, "Target registration is in progress")
+}
+
+// register adds targets (already validated) or revives draining ones.
+// Called with mu held; the caller publishes.
+func (g *Group) register(cfgs []TargetConfig, o owner) {
+	now := g.reg.now()
+	for _, c := range cfgs {
+		t := g.targets[c.Key()]
+		switch {
+		case t == nil:
+			t = newTarget(g, c, o, now)
+			g.targets[c.Key()] = t
+			g.initialState(t)
+		case t.state == StateDraining:
+			// AWS makes you wait out the deregistration delay; we bring the
+			// target back at once, through initial health checking.
+			g.stopDrain(t)
+			t.owner, t.cfg.AvailabilityZone, t.registeredAt = o, c.AvailabilityZone, now
+			g.initialState(t)
+		default:
+			if o == ownerConfig {
+				t.owner = ownerConfig
+			}
+			t.cfg.AvailabilityZone = c.AvailabilityZone
+			continue
+		}
+		g.reg.schedule(g, t)
+	}
+}
+
+// deregister starts draining targets. Called with mu held; the caller publishes.
+func (g *Group) deregister(keys []TargetKey) {
+	delay := g.spec.Attributes.DeregistrationDelay
+	for _, k := range keys {
+		t := g.targets[k]
+		if t == nil || t.state == StateDraining {
+			continue
+		}
+		g.reg.unschedule(g, t)
+		t.draining.Store(true)
+		g.setState(t, StateDraining, ReasonDeregistrationInProgress, "Target deregistration is in progress")
+		t.drainUntil = g.reg.now().Add(delay)
+		t.drainTimer = time.AfterFunc(delay, func() { g.finishDrain(t) })
+		if t.inflight.Load() == 0 {
+			g.pending = append(g.pending, event{name: "drained", data: map[string]any{"group": g.name, "target": t.cfg.ID, "port": t.cfg.Port}})
+		}
+	}
+}
+
+func (g *Group) stopDrain(t *Target) {
+	if t.drainTimer != nil {
+		t.drainTimer.Stop()
+		t.drainTimer = nil
+	}
+	t.draining.Store(false)
+}
+
+// drained runs when the last in-flight request of a draining target ends:
+// deregistration is complete, though the target shows draining until the
+// delay ends (ALB).
+func (g *Group) drained(t *Target) {
+	g.lock()
+	if g.targets[t.Key()] == t && t.state == StateDraining {
+		g.reg.logger.Info("target drained", zap.String("group", g.name), zap.String("target", t.Key().String()))
+		g.pending = append(g.pending, event{name: "drained", data: map[string]any{"group": g.name, "target": t.cfg.ID, "port": t.cfg.Port}})
+	}
+	g.unlock()
+}
+
+func (g *Group) finishDrain(t *Target) {
+	g.lock()
+	defer g.unlock()
+	if g.targets[t.Key()] != t || t.state != StateDraining {
+		return
+	}
+	delete(g.targets, t.Key())
+	t.drainTimer = nil
+	if n := t.inflight.Load(); n > 0 {
+		// HTTP requests still in flight are left to finish: reverse_proxy owns
+		// them, and cutting them would turn a slow response into an error.
+		g.reg.logger.Warn("deregistration delay ended with requests in flight",
+			zap.String("group", g.name), zap.String("target", t.Key().String()), zap.Int64("in_flight", n))
+	}
+	g.setState(t, StateUnused, ReasonNotRegistered, "Target is not registered to the target group")
+	g.publish()
+}
+
+// setSpec installs a new validated spec, keeping every target's health.
+// Called with mu held; the caller publishes.
+func (g *Group) setSpec(s *Spec) {
+	old := g.spec
+	g.spec = s
+	if old.HealthCheck.Enabled == s.HealthCheck.Enabled {
+		for _, t := range g.targets {
+			if t.state != StateDraining {
+				g.reg.schedule(g, t)
+			}
+		}
+		return
+	}
+	for _, t := range g.targets {
+		if t.state == StateDraining {
+			continue
+		}
+		g.initialState(t)
+		if s.HealthCheck.Enabled {
+			g.reg.schedule(g, t)
+		} else {
+			g.reg.unschedule(g, t)
+		}
+	}
+}
+
+// close stops every timer and check of a group that leaves the registry.
+func (g *Group) close() {
+	g.lock()
+	defer g.unlock()
+	g.closed = true
+	for _, t := range g.targets {
+		g.reg.unschedule(g, t)
+		g.stopDrain(t)
+	}
+}
+
+// check runs one health check of t and applies its result.
+func (g *Group) check(ctx context.Context, t *Target) {
+	g.lock()
+	spec := g.spec
+	if g.closed || g.targets[t.Key()] != t || t.state == StateDraining || !spec.HealthCheck.Enabled {
+		g.unlock()
+		return
+	}
+	if t.state == StateInitial && t.reason == ReasonRegistrationInProgress {
+		g.setState(t, StateInitial, ReasonInitialHealthChecking, "Initial health checks in progress")
+	}
+	g.unlock()
+
+	port := t.cfg.Port
+	if spec.HealthCheck.Port != 0 {
+		port = spec.HealthCheck.Port
+	}
+	network := "tcp4"
+	if spec.Config.IPAddressType == IPv6 {
+		network = "tcp6"
+	}
+	res := g.reg.prober.Probe(ctx, network, net.JoinHostPort(t.cfg.ID, strconv.Itoa(port)), spec.HealthCheck.Probe)
+	if ctx.Err() != nil {
+		return // the scheduler stopped: a cancelled check says nothing about the target
+	}
+
+	g.lock()
+	defer g.unlock()
+	if g.closed || g.targets[t.Key()] != t || t.state == StateDraining || g.spec != spec {
+		return
+	}
+	hc := spec.HealthCheck
+	old := t.state
+	t.threshold.Observe(res.Healthy, hc.HealthyThreshold, hc.UnhealthyThreshold)
+	switch t.threshold.Status {
+	case healthcheck.StatusHealthy:
+		g.setState(t, StateHealthy, "", "")
+	case healthcheck.StatusUnhealthy:
+		g.setState(t, StateUnhealthy, res.Reason, res.Description)
+	}
+	if t.state != old {
+		g.publish()
+	}
+}
+
+// allowed returns the CIDR blocks ip targets must fall in.
+func (g *Group) allowed() []netip.Prefix { return *g.reg.allowed.Load() }

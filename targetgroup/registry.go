@@ -1,0 +1,189 @@
+package targetgroup
+
+import (
+	"context"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"go.uber.org/zap"
+
+	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
+)
+
+// registries holds the one live Registry of the process. Every loaded
+// target_groups app takes a reference, so the registry (targets, health,
+// in-flight counts) outlives config reloads: the new config takes its
+// reference before the old one lets go.
+var registries = caddy.NewUsagePool()
+
+const registryKey = "target_groups"
+
+// current is the registry of the running app, for the admin API, which is
+// rebuilt before apps on every load and must look the state up per request.
+var current atomic.Pointer[Registry]
+
+// Current returns the live registry, or nil when no target_groups app runs.
+func Current() *Registry { return current.Load() }
+
+// Registry owns every target group of the process.
+type Registry struct {
+	mu      sync.Mutex // serialises changes to the set of groups and config loads
+	groups  atomic.Pointer[map[string]*Group]
+	allowed atomic.Pointer[[]netip.Prefix]
+	events  atomic.Pointer[eventSink]
+
+	logger  *zap.Logger
+	sched   *healthcheck.Scheduler
+	prober  *healthcheck.Prober
+	started bool
+	applied *App // the app whose config is in force
+	now     func() time.Time
+}
+
+type event struct {
+	name string
+	data map[string]any
+}
+
+type eventSink struct {
+	ctx caddy.Context
+	app *caddyevents.App
+}
+
+func newRegistry(logger *zap.Logger) *Registry {
+	r := &Registry{
+		logger: logger,
+		sched:  healthcheck.NewScheduler(0),
+		prober: healthcheck.NewProber(),
+		now:    time.Now,
+	}
+	empty := map[string]*Group{}
+	r.groups.Store(&empty)
+	def, _ := ParseCIDRs(nil)
+	r.allowed.Store(&def)
+	return r
+}
+
+// Destruct stops health checks and drain timers when the last app using the
+// registry is cleaned up.
+func (r *Registry) Destruct() error {
+	current.CompareAndSwap(r, nil)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, g := range *r.groups.Load() {
+		g.close()
+	}
+	if r.started {
+		r.sched.Stop()
+	}
+	r.prober.Close()
+	return nil
+}
+
+// Group returns the named group or nil. It takes no lock.
+func (r *Registry) Group(name string) *Group { return (*r.groups.Load())[name] }
+
+// Groups returns every group, sorted by name.
+func (r *Registry) Groups() []*Group {
+	m := *r.groups.Load()
+	out := make([]*Group, 0, len(m))
+	for _, g := range m {
+		out = append(out, g)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// Allowed returns the CIDR blocks that ip targets must fall in.
+func (r *Registry) Allowed() []netip.Prefix { return *r.allowed.Load() }
+
+func (r *Registry) emit(e event) {
+	if s := r.events.Load(); s != nil && s.app != nil {
+		s.app.Emit(s.ctx, e.name, e.data)
+	}
+}
+
+func schedKey(g *Group, t *Target) string { return g.name + "\x00" + t.Key().String() }
+
+// schedule (re)starts the periodic health check of t under g's spec.
+func (r *Registry) schedule(g *Group, t *Target) {
+	hc := g.spec.HealthCheck
+	if !hc.Enabled || g.spec.Config.Type == TypeLambda {
+		r.sched.Remove(schedKey(g, t))
+		return
+	}
+	r.sched.Upsert(schedKey(g, t), hc.Interval, func(ctx context.Context) { g.check(ctx, t) })
+}
+
+func (r *Registry) unschedule(g *Group, t *Target) { r.sched.Remove(schedKey(g, t)) }
+
+// apply puts an app's config in force: config groups are created or
+// updated (keeping every target's health), their config targets reconciled,
+// and config groups no longer declared are removed. Groups created through
+// the API and targets registered through the API are left alone.
+func (r *Registry) apply(a *App) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	allowed := a.allowed
+	r.allowed.Store(&allowed)
+	r.events.Store(&eventSink{ctx: a.ctx, app: a.events})
+	next := make(map[string]*Group, len(*r.groups.Load())+len(a.specs))
+	for name, g := range *r.groups.Load() {
+		next[name] = g
+	}
+	for name, spec := range a.specs {
+		g := next[name]
+		if g == nil {
+			g = newGroup(r, name, spec, SourceConfig)
+			next[name] = g
+		}
+		g.lock()
+		if g.spec != spec {
+			g.setSpec(spec)
+		}
+		if g.source != SourceConfig {
+			r.logger.Info("config now owns target group created through the API", zap.String("group", name))
+		}
+		g.source, g.created, g.clientToken = SourceConfig, nil, ""
+		g.reconcileConfigTargets(spec.Config.Targets)
+		g.publish()
+		g.unlock()
+	}
+	for name, g := range next {
+		if _, declared := a.specs[name]; !declared && g.Source() == SourceConfig {
+			r.logger.Info("target group removed from the config", zap.String("group", name))
+			g.close()
+			delete(next, name)
+		}
+	}
+	r.groups.Store(&next)
+	r.applied = a
+	if !r.started {
+		r.sched.Start()
+		r.started = true
+	}
+	current.Store(r)
+}
+
+// reconcileConfigTargets registers the config's targets and drains config
+// targets that the config no longer lists. Called with mu held.
+func (g *Group) reconcileConfigTargets(want []TargetConfig) {
+	keep := make(map[TargetKey]bool, len(want))
+	for _, t := range want {
+		keep[t.Key()] = true
+	}
+	var gone []TargetKey
+	for k, t := range g.targets {
+		if t.owner == ownerConfig && !keep[k] && t.state != StateDraining {
+			gone = append(gone, k)
+		}
+	}
+	g.deregister(gone)
+	g.register(want, ownerConfig)
+}
+

@@ -1,0 +1,122 @@
+package targetgroup
+
+import (
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
+)
+
+// State is a target's health state as DescribeTargetHealth reports it.
+type State string
+
+// Target states of the AWS documents.
+const (
+	StateInitial           State = "initial"
+	StateHealthy           State = "healthy"
+	StateUnhealthy         State = "unhealthy"
+	StateUnhealthyDraining State = "unhealthy.draining"
+	StateDraining          State = "draining"
+	StateUnused            State = "unused"
+	StateUnavailable       State = "unavailable"
+)
+
+// Reason codes of the AWS documents.
+const (
+	ReasonRegistrationInProgress   = "Elb.RegistrationInProgress"
+	ReasonInitialHealthChecking    = "Elb.InitialHealthChecking"
+	ReasonResponseCodeMismatch     = healthcheck.ReasonResponseCodeMismatch
+	ReasonTimeout                  = healthcheck.ReasonTimeout
+	ReasonFailedHealthChecks       = healthcheck.ReasonFailedHealthChecks
+	ReasonDeregistrationInProgress = "Target.DeregistrationInProgress"
+	ReasonHealthCheckDisabled      = "Target.HealthCheckDisabled"
+	ReasonNotRegistered            = "Target.NotRegistered"
+	ReasonNotInUse                 = "Target.NotInUse"
+	ReasonInvalidState             = "Target.InvalidState"
+)
+
+// owner says who registered a target: the config or the admin API. Config
+// targets change only through the config.
+type owner uint8
+
+const (
+	ownerAPI owner = iota
+	ownerConfig
+)
+
+// Target is one registered target of a group. Its identity and dial address
+// never change; its state is guarded by the group's mutex and published to
+// the request path through snapshots; its in-flight counter is an atomic the
+// request path updates without any lock.
+type Target struct {
+	cfg  TargetConfig
+	dial string
+
+	inflight atomic.Int64
+	draining atomic.Bool
+	// onIdle runs when a draining target's last in-flight request ends.
+	group *Group
+
+	// guarded by group.mu
+	owner        owner
+	state        State
+	reason       string
+	description  string
+	threshold    healthcheck.Threshold
+	registeredAt time.Time
+	drainUntil   time.Time
+	drainTimer   *time.Timer
+}
+
+func newTarget(g *Group, cfg TargetConfig, o owner, now time.Time) *Target {
+	t := &Target{cfg: cfg, group: g, owner: o, registeredAt: now}
+	if cfg.Port != 0 {
+		t.dial = net.JoinHostPort(cfg.ID, strconv.Itoa(cfg.Port))
+	} else {
+		t.dial = cfg.ID
+	}
+	return t
+}
+
+// Key is the target's (id, port).
+func (t *Target) Key() TargetKey { return t.cfg.Key() }
+
+// Config is the target as it was registered (port filled in).
+func (t *Target) Config() TargetConfig { return t.cfg }
+
+// Dial is the address to connect to, "host:port".
+func (t *Target) Dial() string { return t.dial }
+
+// InFlight is the number of requests (or connections) through this Caddy
+// that are currently using the target.
+func (t *Target) InFlight() int64 { return t.inflight.Load() }
+
+// Acquire counts one request or connection against the target until the
+// returned lease is released. It is safe for concurrent use and lock-free.
+func (t *Target) Acquire() *Lease {
+	t.inflight.Add(1)
+	return &Lease{target: t}
+}
+
+// Lease is one in-flight use of a target. Release is idempotent.
+type Lease struct {
+	target   *Target
+	released atomic.Bool
+}
+
+// Target is the leased target.
+func (l *Lease) Target() *Target { return l.target }
+
+// Release ends the use of the target. Releasing the last lease of a
+// draining target reports it drained.
+func (l *Lease) Release() {
+	if l == nil || !l.released.CompareAndSwap(false, true) {
+		return
+	}
+	t := l.target
+	if t.inflight.Add(-1) == 0 && t.draining.Load() {
+		t.group.drained(t)
+	}
+}

@@ -1,0 +1,591 @@
+package targetgroup
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
+)
+
+// Target types.
+const (
+	TypeIP       = "ip"
+	TypeInstance = "instance"
+	TypeALB      = "alb"
+	TypeLambda   = "lambda"
+)
+
+// Protocols and protocol versions.
+const (
+	ProtocolHTTP   = "HTTP"
+	ProtocolHTTPS  = "HTTPS"
+	ProtocolTCP    = "TCP"
+	ProtocolTLS    = "TLS"
+	ProtocolUDP    = "UDP"
+	ProtocolTCPUDP = "TCP_UDP"
+
+	VersionHTTP1 = "HTTP1"
+	VersionHTTP2 = "HTTP2"
+	VersionGRPC  = "GRPC"
+
+	IPv4 = "ipv4"
+	IPv6 = "ipv6"
+)
+
+// ValidationError names the field that is wrong and what it allows. Every
+// rule of the AWS documents is checked in this file, for config and admin
+// API alike.
+type ValidationError struct {
+	Field   string
+	Message string
+}
+
+func (e *ValidationError) Error() string {
+	if e.Field == "" {
+		return e.Message
+	}
+	return e.Field + ": " + e.Message
+}
+
+func fieldErr(field, format string, args ...any) error {
+	return &ValidationError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// IsValidationError reports whether err is (or wraps) a ValidationError.
+func IsValidationError(err error) bool {
+	var ve *ValidationError
+	return errors.As(err, &ve)
+}
+
+// Spec is a validated group configuration with every default filled in, and
+// the parsed values the runtime works with. A Spec is immutable.
+type Spec struct {
+	// Config is the effective configuration: what was given plus defaults,
+	// with attributes listing every key of the group's family.
+	Config      GroupConfig
+	Attributes  Attributes
+	HealthCheck HealthCheckSpec
+}
+
+// HealthCheckSpec is the resolved health check of a group.
+type HealthCheckSpec struct {
+	Enabled            bool
+	Probe              healthcheck.Spec
+	Port               int // 0: the target's own port
+	Interval           time.Duration
+	HealthyThreshold   int
+	UnhealthyThreshold int
+}
+
+// Layer4 reports whether the group proxies TCP/TLS/UDP rather than HTTP.
+func (s *Spec) Layer4() bool { return familyOf(&s.Config) == famNLB }
+
+// ValidateName checks a group name as VPC Lattice does: 3–128 characters
+// a-z, 0-9 and hyphens, no hyphen first, last or twice in a row, and not the
+// "tg-" prefix that group IDs use.
+func ValidateName(name string) error {
+	switch {
+	case len(name) < 3 || len(name) > 128:
+		return fieldErr("name", "%q must be 3-128 characters long", name)
+	case strings.HasPrefix(name, "tg-"):
+		return fieldErr("name", "%q must not begin with \"tg-\" (reserved for group IDs)", name)
+	case name[0] == '-' || name[len(name)-1] == '-' || strings.Contains(name, "--"):
+		return fieldErr("name", "%q must not begin or end with a hyphen or contain two hyphens in a row", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return fieldErr("name", "%q may contain only a-z, 0-9 and hyphens", name)
+		}
+	}
+	return nil
+}
+
+// NewSpec validates a group configuration and fills in its defaults. The
+// given config is not modified. Targets are checked too, against allowed.
+func NewSpec(c *GroupConfig, allowed []netip.Prefix) (*Spec, error) {
+	cfg := c.Clone()
+	if cfg == nil {
+		cfg = &GroupConfig{}
+	}
+	if err := normalizeGroup(cfg); err != nil {
+		return nil, err
+	}
+	hc, err := normalizeHealthCheck(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateTags(cfg.Tags); err != nil {
+		return nil, err
+	}
+	eff, err := effectiveAttributes(cfg, cfg.Attributes)
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := parseAttributes(cfg, eff)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Attributes = eff
+	s := &Spec{Config: *cfg, Attributes: attrs, HealthCheck: hc}
+	seen := make(map[TargetKey]bool, len(cfg.Targets))
+	for i := range cfg.Targets {
+		t, err := s.NormalizeTarget(cfg.Targets[i], allowed)
+		if err != nil {
+			return nil, prefixField(fmt.Sprintf("targets[%d]", i), err)
+		}
+		if seen[t.Key()] {
+			return nil, fieldErr(fmt.Sprintf("targets[%d]", i), "%s is listed twice", t.Key())
+		}
+		seen[t.Key()] = true
+		cfg.Targets[i] = t
+	}
+	if err := s.checkTargetCount(len(cfg.Targets)); err != nil {
+		return nil, err
+	}
+	s.Config.Targets = cfg.Targets
+	return s, nil
+}
+
+func prefixField(prefix string, err error) error {
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		f := prefix
+		if ve.Field != "" {
+			f += "." + ve.Field
+		}
+		return &ValidationError{Field: f, Message: ve.Message}
+	}
+	return fmt.Errorf("%s: %w", prefix, err)
+}
+
+func normalizeGroup(c *GroupConfig) error {
+	c.Type = lower(c.Type)
+	c.Protocol = upper(c.Protocol)
+	c.ProtocolVersion = upper(c.ProtocolVersion)
+	c.IPAddressType = lower(c.IPAddressType)
+	switch c.Type {
+	case "":
+		c.Type = TypeIP
+	case TypeIP, TypeInstance, TypeALB, TypeLambda:
+	default:
+		return fieldErr("type", "%q must be one of ip, instance, alb, lambda", c.Type)
+	}
+	if c.Type == TypeLambda {
+		switch {
+		case c.Protocol != "":
+			return fieldErr("protocol", "not supported for lambda target groups")
+		case c.ProtocolVersion != "":
+			return fieldErr("protocol_version", "not supported for lambda target groups")
+		case c.Port != 0:
+			return fieldErr("port", "not supported for lambda target groups")
+		case c.IPAddressType != "":
+			return fieldErr("ip_address_type", "not supported for lambda target groups")
+		}
+		return nil
+	}
+	switch c.Protocol {
+	case "":
+		c.Protocol = ProtocolHTTP
+	case ProtocolHTTP, ProtocolHTTPS, ProtocolTCP, ProtocolTLS, ProtocolUDP, ProtocolTCPUDP:
+	default:
+		return fieldErr("protocol", "%q must be one of HTTP, HTTPS, TCP, TLS, UDP, TCP_UDP", c.Protocol)
+	}
+	if c.Type == TypeALB && c.Protocol != ProtocolHTTP && c.Protocol != ProtocolHTTPS && c.Protocol != ProtocolTCP {
+		return fieldErr("protocol", "%s is not supported for alb target groups; use HTTP, HTTPS or TCP", c.Protocol)
+	}
+	alb := c.Protocol == ProtocolHTTP || c.Protocol == ProtocolHTTPS
+	switch {
+	case !alb && c.ProtocolVersion != "":
+		return fieldErr("protocol_version", "only HTTP and HTTPS groups have a protocol version")
+	case alb && c.ProtocolVersion == "":
+		c.ProtocolVersion = VersionHTTP1
+	case alb && c.ProtocolVersion != VersionHTTP1 && c.ProtocolVersion != VersionHTTP2 && c.ProtocolVersion != VersionGRPC:
+		return fieldErr("protocol_version", "%q must be one of HTTP1, HTTP2, GRPC", c.ProtocolVersion)
+	case c.ProtocolVersion != VersionHTTP1 && c.ProtocolVersion != "" && c.Type == TypeALB:
+		return fieldErr("protocol_version", "%s is supported only for target types ip and instance", c.ProtocolVersion)
+	}
+	switch {
+	case c.Port == 0 && c.Protocol == ProtocolHTTP:
+		c.Port = 80
+	case c.Port == 0 && c.Protocol == ProtocolHTTPS:
+		c.Port = 443
+	case c.Port == 0:
+		return fieldErr("port", "required for %s groups (1-65535)", c.Protocol)
+	case c.Port < 1 || c.Port > 65535:
+		return fieldErr("port", "%d is outside 1-65535", c.Port)
+	}
+	switch c.IPAddressType {
+	case "":
+		c.IPAddressType = IPv4
+	case IPv4:
+	case IPv6:
+		if c.Type != TypeIP && c.Type != TypeInstance {
+			return fieldErr("ip_address_type", "ipv6 is supported only for target types ip and instance")
+		}
+	default:
+		return fieldErr("ip_address_type", "%q must be ipv4 or ipv6", c.IPAddressType)
+	}
+	return nil
+}
+
+func normalizeHealthCheck(c *GroupConfig) (HealthCheckSpec, error) {
+	if c.HealthCheck == nil {
+		c.HealthCheck = &HealthCheckConfig{}
+	}
+	hc := c.HealthCheck
+	fam := familyOf(c)
+	hc.Protocol = upper(hc.Protocol)
+	hc.ProtocolVersion = upper(hc.ProtocolVersion)
+	if hc.Enabled == nil {
+		on := c.Type != TypeLambda
+		hc.Enabled = &on
+	}
+	switch {
+	case hc.Protocol == "" && fam == famNLB && c.Type != TypeALB:
+		hc.Protocol = ProtocolTCP
+	case hc.Protocol == "":
+		hc.Protocol = ProtocolHTTP
+	case hc.Protocol != ProtocolHTTP && hc.Protocol != ProtocolHTTPS && hc.Protocol != ProtocolTCP:
+		return HealthCheckSpec{}, fieldErr("health_check.protocol", "%q must be one of HTTP, HTTPS, TCP", hc.Protocol)
+	case hc.Protocol == ProtocolTCP && fam != famNLB:
+		return HealthCheckSpec{}, fieldErr("health_check.protocol", "TCP health checks are not supported for %s groups; use HTTP or HTTPS", groupKind(c))
+	case hc.Protocol == ProtocolTCP && c.Type == TypeALB:
+		return HealthCheckSpec{}, fieldErr("health_check.protocol", "target groups of type alb support HTTP and HTTPS health checks only")
+	}
+	httpCheck := hc.Protocol != ProtocolTCP
+	switch {
+	case !httpCheck && hc.ProtocolVersion != "":
+		return HealthCheckSpec{}, fieldErr("health_check.protocol_version", "TCP health checks have no protocol version")
+	case httpCheck && hc.ProtocolVersion == "" && fam == famALB:
+		hc.ProtocolVersion = c.ProtocolVersion
+	case httpCheck && hc.ProtocolVersion == "":
+		hc.ProtocolVersion = VersionHTTP1
+	case httpCheck && hc.ProtocolVersion != VersionHTTP1 && hc.ProtocolVersion != VersionHTTP2 && hc.ProtocolVersion != VersionGRPC:
+		return HealthCheckSpec{}, fieldErr("health_check.protocol_version", "%q must be one of HTTP1, HTTP2, GRPC", hc.ProtocolVersion)
+	case hc.ProtocolVersion == VersionGRPC && c.ProtocolVersion != VersionGRPC:
+		return HealthCheckSpec{}, fieldErr("health_check.protocol_version", "GRPC health checks require the group's protocol_version GRPC")
+	}
+	grpc := hc.ProtocolVersion == VersionGRPC
+	switch {
+	case !httpCheck && hc.Path != "":
+		return HealthCheckSpec{}, fieldErr("health_check.path", "TCP health checks have no path")
+	case httpCheck && hc.Path == "" && grpc:
+		hc.Path = "/AWS.ALB/healthcheck"
+	case httpCheck && hc.Path == "":
+		hc.Path = "/"
+	case httpCheck:
+		if err := checkPath(hc.Path, grpc); err != nil {
+			return HealthCheckSpec{}, err
+		}
+	}
+	interval, timeout := 30*time.Second, 5*time.Second
+	switch {
+	case c.Type == TypeLambda:
+		interval, timeout = 35*time.Second, 30*time.Second
+	case fam == famNLB && hc.Protocol == ProtocolHTTP:
+		timeout = 6 * time.Second
+	case fam == famNLB:
+		timeout = 10 * time.Second
+	}
+	if hc.Interval == 0 {
+		hc.Interval = Duration(interval)
+	}
+	if hc.Timeout == 0 {
+		hc.Timeout = Duration(timeout)
+	}
+	if hc.HealthyThreshold == 0 {
+		hc.HealthyThreshold = 5
+	}
+	if hc.UnhealthyThreshold == 0 {
+		hc.UnhealthyThreshold = 2
+	}
+	switch iv, to := time.Duration(hc.Interval), time.Duration(hc.Timeout); {
+	case iv < 5*time.Second || iv > 300*time.Second:
+		return HealthCheckSpec{}, fieldErr("health_check.interval", "%s is outside 5s-300s", hc.Interval)
+	case to < time.Second || to > 120*time.Second:
+		return HealthCheckSpec{}, fieldErr("health_check.timeout", "%s is outside 1s-120s", hc.Timeout)
+	case to >= iv:
+		return HealthCheckSpec{}, fieldErr("health_check.timeout", "%s must be shorter than the interval %s", hc.Timeout, hc.Interval)
+	case hc.HealthyThreshold < 2 || hc.HealthyThreshold > 10:
+		return HealthCheckSpec{}, fieldErr("health_check.healthy_threshold", "%d is outside 2-10", hc.HealthyThreshold)
+	case hc.UnhealthyThreshold < 2 || hc.UnhealthyThreshold > 10:
+		return HealthCheckSpec{}, fieldErr("health_check.unhealthy_threshold", "%d is outside 2-10", hc.UnhealthyThreshold)
+	}
+	var matcher healthcheck.Matcher
+	m := hc.Matcher
+	switch {
+	case !httpCheck && m != nil && (m.HTTPCode != "" || m.GRPCCode != ""):
+		return HealthCheckSpec{}, fieldErr("health_check.matcher", "TCP health checks have no matcher")
+	case !httpCheck:
+		hc.Matcher = nil
+	case m != nil && m.HTTPCode != "" && m.GRPCCode != "":
+		return HealthCheckSpec{}, fieldErr("health_check.matcher", "set either http_code or grpc_code, not both")
+	case grpc && m != nil && m.HTTPCode != "":
+		return HealthCheckSpec{}, fieldErr("health_check.matcher.http_code", "gRPC health checks match grpc_code")
+	case !grpc && m != nil && m.GRPCCode != "":
+		return HealthCheckSpec{}, fieldErr("health_check.matcher.grpc_code", "only gRPC health checks match grpc_code")
+	default:
+		if m == nil {
+			m = &MatcherConfig{}
+			hc.Matcher = m
+		}
+		field, spec := "health_check.matcher.http_code", &m.HTTPCode
+		def := "200"
+		if fam == famNLB {
+			def = "200-399"
+		}
+		if grpc {
+			field, spec, def = "health_check.matcher.grpc_code", &m.GRPCCode, "12"
+		}
+		if *spec == "" {
+			*spec = def
+		}
+		var err error
+		if matcher, err = healthcheck.ParseMatcher(*spec, grpc); err != nil {
+			return HealthCheckSpec{}, fieldErr(field, "%v", err)
+		}
+	}
+	hs := HealthCheckSpec{
+		Enabled:            *hc.Enabled,
+		Port:               hc.Port.Port,
+		Interval:           time.Duration(hc.Interval),
+		HealthyThreshold:   hc.HealthyThreshold,
+		UnhealthyThreshold: hc.UnhealthyThreshold,
+		Probe: healthcheck.Spec{
+			Protocol:        hc.Protocol,
+			ProtocolVersion: hc.ProtocolVersion,
+			Path:            hc.Path,
+			Timeout:         time.Duration(hc.Timeout),
+			Matcher:         matcher,
+		},
+	}
+	hc.Port = HealthCheckPort{Port: hc.Port.Port, set: true}
+	return hs, nil
+}
+
+func groupKind(c *GroupConfig) string {
+	if c.Type == TypeLambda {
+		return "lambda"
+	}
+	return c.Protocol
+}
+
+// checkPath accepts what AWS accepts: a path beginning with "/", at most
+// 1024 characters of URI characters (for gRPC: /package.service/method).
+func checkPath(p string, grpc bool) error {
+	if !strings.HasPrefix(p, "/") || len(p) > 1024 {
+		return fieldErr("health_check.path", "%q must begin with \"/\" and be at most 1024 characters", p)
+	}
+	for _, r := range p {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`"<>\^`+"`{|}", r) {
+			return fieldErr("health_check.path", "%q contains %q, which is not a URI character", p, r)
+		}
+	}
+	if grpc && strings.Count(p, "/") != 2 {
+		return fieldErr("health_check.path", "%q must name a gRPC method as /package.service/method", p)
+	}
+	return nil
+}
+
+// validateTags applies AWS's tag rules.
+func validateTags(tags map[string]string) error {
+	if len(tags) > 50 {
+		return fieldErr("tags", "%d tags; at most 50 are allowed", len(tags))
+	}
+	for _, k := range sortedKeys(tags) {
+		v := tags[k]
+		switch n := utf8.RuneCountInString(k); {
+		case n < 1 || n > 128:
+			return fieldErr("tags", "key %q must be 1-128 characters long", k)
+		case strings.HasPrefix(strings.ToLower(k), "aws:"):
+			return fieldErr("tags", "key %q must not begin with \"aws:\" (reserved)", k)
+		case !tagChars(k):
+			return fieldErr("tags", "key %q may contain only letters, digits, white space and _ . : / = + - @", k)
+		case utf8.RuneCountInString(v) > 256:
+			return fieldErr("tags."+k, "value must be at most 256 characters long")
+		case !tagChars(v):
+			return fieldErr("tags."+k, "value %q may contain only letters, digits, white space and _ . : / = + - @", v)
+		}
+	}
+	return nil
+}
+
+func tagChars(s string) bool {
+	for _, r := range s {
+		if !(unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsNumber(r) || unicode.Is(unicode.Zs, r) || strings.ContainsRune("_.:/=+-@", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkTargetCount applies the one-target rule of lambda and alb groups.
+func (s *Spec) checkTargetCount(n int) error {
+	if (s.Config.Type == TypeLambda || s.Config.Type == TypeALB) && n > 1 {
+		return fieldErr("targets", "a %s target group holds a single target", s.Config.Type)
+	}
+	if n > maxTargetsPerGroup {
+		return fieldErr("targets", "at most %d targets per group", maxTargetsPerGroup)
+	}
+	return nil
+}
+
+// NormalizeTarget checks one target against the group and fills its port.
+func (s *Spec) NormalizeTarget(t TargetConfig, allowed []netip.Prefix) (TargetConfig, error) {
+	c := &s.Config
+	t.ID = strings.TrimSpace(t.ID)
+	if t.ID == "" {
+		return t, fieldErr("id", "required")
+	}
+	if len(t.AvailabilityZone) > 64 || strings.ContainsFunc(t.AvailabilityZone, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		return t, fieldErr("availability_zone", "%q must be at most 64 printable ASCII characters", t.AvailabilityZone)
+	}
+	if c.Type == TypeLambda {
+		if t.Port != 0 {
+			return t, fieldErr("port", "lambda targets have no port")
+		}
+		if !lambdaID(t.ID) {
+			return t, fieldErr("id", "%q must be a Lambda function name (1-64 of A-Z a-z 0-9 - _) or function ARN", t.ID)
+		}
+		return t, nil
+	}
+	switch {
+	case t.Port == 0:
+		t.Port = c.Port
+	case t.Port < 0 || t.Port > 65535:
+		return t, fieldErr("port", "%d is outside 1-65535", t.Port)
+	}
+	switch c.Type {
+	case TypeIP:
+		ip, err := netip.ParseAddr(t.ID)
+		if err != nil || ip.Zone() != "" {
+			return t, fieldErr("id", "%q is not an IP address (target type ip)", t.ID)
+		}
+		ip = ip.Unmap()
+		if err := checkIP(ip, c.IPAddressType, allowed); err != nil {
+			return t, err
+		}
+		t.ID = ip.String()
+	case TypeInstance, TypeALB:
+		if ip, err := netip.ParseAddr(t.ID); err == nil {
+			if c.Type == TypeInstance {
+				return t, fieldErr("id", "%q is an IP address; instance targets are host names (use a target group of type ip for addresses)", t.ID)
+			}
+			if err := checkIP(ip.Unmap(), c.IPAddressType, allowed); err != nil {
+				return t, err
+			}
+			t.ID = ip.Unmap().String()
+			break
+		}
+		if !hostname(t.ID) {
+			return t, fieldErr("id", "%q is not a valid DNS host name", t.ID)
+		}
+		t.ID = strings.ToLower(strings.TrimSuffix(t.ID, "."))
+	}
+	return t, nil
+}
+
+func checkIP(ip netip.Addr, family string, allowed []netip.Prefix) error {
+	if ip.Is4() != (family == IPv4) {
+		return fieldErr("id", "%s is not an %s address; every target must match the group's ip_address_type", ip, family)
+	}
+	for _, p := range allowed {
+		if p.Contains(ip) {
+			return nil
+		}
+	}
+	list := make([]string, len(allowed))
+	for i, p := range allowed {
+		list[i] = p.String()
+	}
+	return fieldErr("id", "%s is outside the allowed CIDR blocks (%s); publicly routable addresses can't be registered", ip, strings.Join(list, ", "))
+}
+
+// DefaultAllowedCIDRs are the blocks of the AWS documents (RFC 1918 and
+// RFC 6598), plus loopback and IPv6 unique local addresses, which are what a
+// single host's backends use.
+var DefaultAllowedCIDRs = []string{
+	"127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+	"::1/128", "fc00::/7",
+}
+
+// ParseCIDRs parses a list of CIDR blocks; an empty list means the default.
+func ParseCIDRs(list []string) ([]netip.Prefix, error) {
+	if len(list) == 0 {
+		list = DefaultAllowedCIDRs
+	}
+	out := make([]netip.Prefix, 0, len(list))
+	for i, s := range list {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fieldErr(fmt.Sprintf("allowed_cidrs[%d]", i), "%q is not a CIDR block such as 10.0.0.0/8", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func hostname(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if len(h) == 0 || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func lambdaID(id string) bool {
+	name := id
+	if strings.HasPrefix(id, "arn:") {
+		parts := strings.Split(id, ":")
+		// arn:partition:lambda:region:account:function:name[:qualifier]
+		if len(parts) < 7 || len(parts) > 8 || parts[2] != "lambda" || parts[5] != "function" || len(parts[4]) != 12 {
+			return false
+		}
+		if _, err := strconv.ParseUint(parts[4], 10, 64); err != nil {
+			return false
+		}
+		name = parts[6]
+	}
+	if len(name) < 1 || len(name) > 64 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Key returns the registry key of a target.
+func (t TargetConfig) Key() TargetKey { return TargetKey{ID: t.ID, Port: t.Port} }
+
+// TargetKey identifies a target within a group, as AWS does: (id, port).
+type TargetKey struct {
+	ID   string
+	Port int
+}
+
+func (k TargetKey) String() string {
+	if k.Port == 0 {
+		return k.ID
+	}
+	return net.JoinHostPort(k.ID, strconv.Itoa(k.Port))
+}
