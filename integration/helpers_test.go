@@ -72,7 +72,7 @@ type instance struct {
 	http  string
 }
 
-// startCaddy loads cfg, in which ADMIN and HTTP stand for the two addresses.
+// startCaddy loads cfg, in which {ADMIN} and {HTTP} stand for the two addresses.
 func startCaddy(t *testing.T, cfg string) *instance {
 	t.Helper()
 	in := &instance{t: t, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), http: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
@@ -88,7 +88,7 @@ func startCaddy(t *testing.T, cfg string) *instance {
 }
 
 func (in *instance) expand(cfg string) string {
-	return strings.NewReplacer("ADMIN", in.admin, "HTTP", in.http).Replace(cfg)
+	return strings.NewReplacer("{ADMIN}", in.admin, "{HTTP}", in.http).Replace(cfg)
 }
 
 func (in *instance) load(cfg string) error { return caddy.Load([]byte(in.expand(cfg)), true) }

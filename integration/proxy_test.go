@@ -11,14 +11,14 @@ import (
 // shorthandConfig proxies every request to group "web" through the
 // target_group handler.
 const shorthandConfig = `{
-	"admin": {"listen": "ADMIN"},
+	"admin": {"listen": "{ADMIN}"},
 	"apps": {
 		"target_groups": {"groups": {"web": {
 			"health_check": {"interval": "5s", "timeout": "2s", "path": "/health"},
 			"attributes": {"deregistration_delay.timeout_seconds": "30"}
 		}}},
 		"http": {"servers": {"s": {
-			"listen": ["HTTP"],
+			"listen": ["{HTTP}"],
 			"automatic_https": {"disable": true},
 			"routes": [{"handle": [{"handler": "target_group", "group": "web"}]}]
 		}}}
@@ -28,11 +28,11 @@ const shorthandConfig = `{
 // dynamicConfig uses the stock reverse_proxy with the upstream source and
 // selection policy.
 const dynamicConfig = `{
-	"admin": {"listen": "ADMIN"},
+	"admin": {"listen": "{ADMIN}"},
 	"apps": {
 		"target_groups": {"groups": {"web": {"health_check": {"interval": "5s", "timeout": "2s"}}}},
 		"http": {"servers": {"s": {
-			"listen": ["HTTP"],
+			"listen": ["{HTTP}"],
 			"automatic_https": {"disable": true},
 			"routes": [{"handle": [{
 				"handler": "reverse_proxy",

@@ -1,0 +1,158 @@
+package targetgroup
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+func testGroup(t *testing.T, c *GroupConfig) (*Registry, *Group) {
+	t.Helper()
+	r := newRegistry(zap.NewNop())
+	t.Cleanup(func() { _ = r.Destruct() })
+	g := newGroup(r, "web", mustSpec(t, c), SourceAPI)
+	m := map[string]*Group{"web": g}
+	r.groups.Store(&m)
+	return r, g
+}
+
+func ports(ts []*Target) []int {
+	out := make([]int, len(ts))
+	for i, t := range ts {
+		out[i] = t.cfg.Port
+	}
+	return out
+}
+
+// force sets target states directly, as the health checker would.
+func force(g *Group, states map[int]State) {
+	g.lock()
+	defer g.unlock()
+	for _, t := range g.targets {
+		if s, ok := states[t.cfg.Port]; ok {
+			g.setState(t, s, "", "")
+		}
+	}
+	g.publish()
+}
+
+func TestSnapshotRoutesHealthyOnly(t *testing.T) {
+	r, g := testGroup(t, &GroupConfig{})
+	if _, err := r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "127.0.0.1", Port: 2}, {ID: "127.0.0.1", Port: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := g.Snapshot(); len(s.Routable) != 0 || s.Initial != 3 {
+		t.Fatalf("initial targets are routable: %v (initial %d)", ports(s.Routable), s.Initial)
+	}
+	force(g, map[int]State{1: StateHealthy, 2: StateHealthy, 3: StateUnhealthy})
+	s := g.Snapshot()
+	if got := ports(s.Routable); len(got) != 2 || got[0] != 1 || got[1] != 2 || s.FailOpen {
+		t.Fatalf("routable %v failopen %v, want [1 2] false", got, s.FailOpen)
+	}
+	if s.ByDial("127.0.0.1:1") == nil || s.ByDial("127.0.0.1:3") != nil {
+		t.Fatal("ByDial does not match Routable")
+	}
+}
+
+func TestSnapshotFailsOpen(t *testing.T) {
+	r, g := testGroup(t, &GroupConfig{})
+	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "127.0.0.1", Port: 2}, {ID: "127.0.0.1", Port: 3}})
+	// No healthy target: route to every checked target; initial ones stay out.
+	force(g, map[int]State{1: StateUnhealthy, 2: StateUnhealthy})
+	s := g.Snapshot()
+	if got := ports(s.Routable); !s.FailOpen || len(got) != 2 {
+		t.Fatalf("zero healthy: routable %v failopen %v", got, s.FailOpen)
+	}
+	if h := g.Health(); !h.RoutingFailover || h.Healthy != 0 || h.Total != 3 {
+		t.Fatalf("health %+v", h)
+	}
+
+	// Percentage threshold: 1 healthy of 3 is below 50%.
+	_, g2 := testGroup(t, &GroupConfig{Attributes: map[string]string{AttrRoutingFailoverPercentage: "50"}})
+	g2.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "127.0.0.1", Port: 2}, {ID: "127.0.0.1", Port: 3}})
+	force(g2, map[int]State{1: StateHealthy, 2: StateUnhealthy, 3: StateUnhealthy})
+	if s := g2.Snapshot(); !s.FailOpen || len(s.Routable) != 3 {
+		t.Fatalf("below 50%%: routable %v failopen %v", ports(s.Routable), s.FailOpen)
+	}
+	force(g2, map[int]State{2: StateHealthy})
+	if s := g2.Snapshot(); s.FailOpen || len(s.Routable) != 2 {
+		t.Fatalf("at 66%%: routable %v failopen %v", ports(s.Routable), s.FailOpen)
+	}
+}
+
+func TestDeregisterDrains(t *testing.T) {
+	r, g := testGroup(t, &GroupConfig{})
+	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "127.0.0.1", Port: 2}})
+	force(g, map[int]State{1: StateHealthy, 2: StateHealthy})
+	t1 := g.Snapshot().Routable[0]
+	lease := t1.Acquire()
+	if err := r.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	s := g.Snapshot()
+	if got := ports(s.Routable); len(got) != 1 || got[0] != 2 || s.Draining != 1 {
+		t.Fatalf("after deregistration routable %v draining %d", got, s.Draining)
+	}
+	if d := g.DescribeTargetHealth()[0]; d.TargetHealth.State != StateDraining || d.TargetHealth.Reason != ReasonDeregistrationInProgress || d.InFlight != 1 {
+		t.Fatalf("draining target described as %+v", d)
+	}
+	lease.Release()
+	lease.Release() // idempotent
+	if n := t1.InFlight(); n != 0 {
+		t.Fatalf("in flight %d after release", n)
+	}
+	// Re-registering a draining target brings it back through initial checks.
+	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	if d := g.DescribeTargetHealth()[0]; d.TargetHealth.State != StateInitial {
+		t.Fatalf("re-registered target is %s", d.TargetHealth.State)
+	}
+}
+
+func TestZeroDelayDeregistrationCompletes(t *testing.T) {
+	r, g := testGroup(t, &GroupConfig{Attributes: map[string]string{AttrDeregistrationDelay: "0"}})
+	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	r.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	// The zero delay fires at once; the target leaves the group.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(g.DescribeTargetHealth()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("target still described: %+v", g.DescribeTargetHealth())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestBatchIsAllOrNothing(t *testing.T) {
+	r, g := testGroup(t, &GroupConfig{})
+	_, err := r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "8.8.8.8", Port: 2}})
+	if err == nil || len(g.DescribeTargetHealth()) != 0 {
+		t.Fatalf("err %v, targets %d", err, len(g.DescribeTargetHealth()))
+	}
+	if _, err := r.RegisterTargets("nope", []TargetConfig{{ID: "127.0.0.1"}}); err == nil {
+		t.Fatal("unknown group accepted")
+	}
+}
+
+func TestLeasesAreExactUnderConcurrency(t *testing.T) {
+	r, g := testGroup(t, &GroupConfig{})
+	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	force(g, map[int]State{1: StateHealthy})
+	tg := g.Snapshot().Routable[0]
+	var wg sync.WaitGroup
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 1000; j++ {
+				l := tg.Acquire()
+				l.Release()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := tg.InFlight(); n != 0 {
+		t.Fatalf("in flight %d, want 0", n)
+	}
+}
