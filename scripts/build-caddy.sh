@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds Caddy with this plugin into bin/caddy, the way users do: with xcaddy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+CADDY_VERSION=${CADDY_VERSION:-v2.11.9}
+mkdir -p bin
+if [ ! -x bin/xcaddy ]; then
+	(cd tools/xcaddy && go build -o "$root/bin/xcaddy" github.com/caddyserver/xcaddy/cmd/xcaddy)
+fi
+# xcaddy asks the module proxy for this local module's version list, which
+# some proxies refuse; "|off" lets it fall through to the local checkout.
+export GOPROXY=${XCADDY_GOPROXY:-https://proxy.golang.org|off}
+exec ./bin/xcaddy build "$CADDY_VERSION" \
+	--output "$root/bin/caddy" \
+	--with "github.com/caddy-targetgroup/caddy-targetgroup=$root"
