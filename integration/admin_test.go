@@ -1,7 +1,6 @@
 package integration_test
 
 import (
-	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -185,7 +184,7 @@ func TestConfigErrorsNameGroupFieldAndRange(t *testing.T) {
 	}
 	for frag, want := range cases {
 		t.Run(want, func(t *testing.T) {
-			in := &instance{t: t, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), http: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+			in := newInstance(t)
 			cfg := `{"admin": {"listen": "{ADMIN}"}, "apps": {"target_groups": {"groups": {"web": {` + frag + `}}}}}`
 			err := in.load(cfg)
 			if err == nil {
@@ -196,7 +195,7 @@ func TestConfigErrorsNameGroupFieldAndRange(t *testing.T) {
 			}
 		})
 	}
-	in := &instance{t: t, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	in := newInstance(t)
 	if err := in.load(`{"admin": {"listen": "{ADMIN}"}, "apps": {"target_groups": {"groups": {"Web--1": {}}}}}`); err == nil || !strings.Contains(err.Error(), "name") {
 		t.Fatalf("bad name: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
 
 	_ "github.com/caddy-targetgroup/caddy-targetgroup/integration"
 )
@@ -67,15 +68,16 @@ func (b *backend) port() int { return b.srv.Listener.Addr().(*net.TCPAddr).Port 
 // instance is an in-process Caddy with its admin endpoint and one HTTP
 // listener on loopback.
 type instance struct {
-	t     *testing.T
-	admin string
-	http  string
+	t       *testing.T
+	admin   string
+	http    string
+	storage string // the file_system storage root, unless the config sets one
 }
 
 // startCaddy loads cfg, in which {ADMIN} and {HTTP} stand for the two addresses.
 func startCaddy(t *testing.T, cfg string) *instance {
 	t.Helper()
-	in := &instance{t: t, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), http: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	in := newInstance(t)
 	if err := in.load(cfg); err != nil {
 		t.Fatalf("loading config: %v", err)
 	}
@@ -87,8 +89,24 @@ func startCaddy(t *testing.T, cfg string) *instance {
 	return in
 }
 
+func newInstance(t *testing.T) *instance {
+	return &instance{t: t, admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), http: fmt.Sprintf("127.0.0.1:%d", freePort(t)), storage: t.TempDir()}
+}
+
+// expand fills in the addresses and, unless the config names a storage, a
+// file_system storage of the test's own, so that no state leaks between
+// tests or into the user's Caddy data directory.
 func (in *instance) expand(cfg string) string {
-	return strings.NewReplacer("{ADMIN}", in.admin, "{HTTP}", in.http).Replace(cfg)
+	cfg = strings.NewReplacer("{ADMIN}", in.admin, "{HTTP}", in.http).Replace(cfg)
+	var m map[string]any
+	if err := json.Unmarshal([]byte(cfg), &m); err != nil {
+		in.t.Fatalf("test config is not JSON: %v\n%s", err, cfg)
+	}
+	if _, ok := m["storage"]; !ok {
+		m["storage"] = map[string]any{"module": "file_system", "root": in.storage}
+	}
+	out, _ := json.Marshal(m)
+	return string(out)
 }
 
 func (in *instance) load(cfg string) error { return caddy.Load([]byte(in.expand(cfg)), true) }

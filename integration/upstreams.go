@@ -100,14 +100,18 @@ func (u *UpstreamSource) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// registryOf loads the target_groups app of the config being provisioned.
-// A group the config does not declare may still be created through the API.
+// registryOf loads the target_groups app of the config being provisioned
+// and records that a route uses the group, which the API then refuses to
+// delete. A group the config does not declare may be created through the API.
 func registryOf(ctx caddy.Context, group string) (*targetgroup.Registry, error) {
 	appIface, err := ctx.App("target_groups")
 	if err != nil {
 		return nil, fmt.Errorf("loading target_groups app: %v", err)
 	}
 	app := appIface.(*targetgroup.App)
+	if group != "" {
+		app.Reference(group)
+	}
 	if group != "" && !app.Declares(group) {
 		ctx.Logger().Warn("target group is not declared in the config; requests get 503 until it is created through the admin API", zap.String("group", group))
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -74,17 +76,27 @@ func (a *AdminAPI) route(w http.ResponseWriter, r *http.Request) (int, any) {
 	if rest == "" {
 		parts = nil
 	}
-	switch {
-	case len(parts) == 0:
-		if r.Method != http.MethodGet {
-			return 0, methodNotAllowed(r, http.MethodGet)
+	if len(parts) == 0 {
+		switch r.Method {
+		case http.MethodGet:
+			groups := reg.Groups()
+			out := make([]GroupDescription, 0, len(groups))
+			for _, g := range groups {
+				out = append(out, g.Describe())
+			}
+			return http.StatusOK, map[string]any{"target_groups": out}
+		case http.MethodPost:
+			var req CreateRequest
+			if err := decodeBody(w, r, &req); err != nil {
+				return 0, err
+			}
+			g, _, err := reg.CreateGroup(req)
+			if err != nil {
+				return 0, err
+			}
+			return http.StatusOK, g.Describe()
 		}
-		groups := reg.Groups()
-		out := make([]GroupDescription, 0, len(groups))
-		for _, g := range groups {
-			out = append(out, g.Describe())
-		}
-		return http.StatusOK, map[string]any{"target_groups": out}
+		return 0, methodNotAllowed(r, http.MethodGet, http.MethodPost)
 	}
 	g := reg.Group(parts[0])
 	if g == nil {
@@ -92,14 +104,50 @@ func (a *AdminAPI) route(w http.ResponseWriter, r *http.Request) (int, any) {
 	}
 	switch sub := strings.Join(parts[1:], "/"); sub {
 	case "":
-		if r.Method != http.MethodGet {
-			return 0, methodNotAllowed(r, http.MethodGet)
+		switch r.Method {
+		case http.MethodGet:
+			return http.StatusOK, g.Describe()
+		case http.MethodPatch:
+			var body map[string]json.RawMessage
+			if err := decodeBody(w, r, &body); err != nil {
+				return 0, err
+			}
+			if err := reg.ModifyHealthCheck(g.name, body); err != nil {
+				return 0, err
+			}
+			return http.StatusOK, g.Describe()
+		case http.MethodDelete:
+			if err := reg.DeleteGroup(g.name); err != nil {
+				return 0, err
+			}
+			return http.StatusOK, map[string]any{}
 		}
-		return http.StatusOK, g.Describe()
+		return 0, methodNotAllowed(r, http.MethodGet, http.MethodPatch, http.MethodDelete)
+	case "attributes":
+		switch r.Method {
+		case http.MethodGet:
+			return http.StatusOK, map[string]any{"attributes": g.Spec().Config.Attributes}
+		case http.MethodPatch:
+			var body struct {
+				Attributes map[string]string `json:"attributes"`
+			}
+			if err := decodeBody(w, r, &body); err != nil {
+				return 0, err
+			}
+			if err := reg.ModifyAttributes(g.name, body.Attributes); err != nil {
+				return 0, err
+			}
+			return http.StatusOK, map[string]any{"attributes": g.Spec().Config.Attributes}
+		}
+		return 0, methodNotAllowed(r, http.MethodGet, http.MethodPatch)
 	case "targets":
 		switch r.Method {
 		case http.MethodGet:
-			return http.StatusOK, map[string]any{"targets": g.DescribeTargetHealth()}
+			keys, err := targetFilter(r, g)
+			if err != nil {
+				return 0, err
+			}
+			return http.StatusOK, map[string]any{"targets": g.DescribeTargetHealth(keys...)}
 		case http.MethodPost:
 			var req TargetsRequest
 			if err := decodeBody(w, r, &req); err != nil {
@@ -134,6 +182,27 @@ func (a *AdminAPI) route(w http.ResponseWriter, r *http.Request) (int, any) {
 		return http.StatusOK, h
 	}
 	return 0, &Error{http.StatusNotFound, CodeNotFound, fmt.Sprintf("no such resource: %s", r.URL.Path)}
+}
+
+// targetFilter reads ?target=<id>[:<port>] (repeatable), the Targets
+// parameter of DescribeTargetHealth.
+func targetFilter(r *http.Request, g *Group) ([]TargetKey, error) {
+	var keys []TargetKey
+	for _, v := range r.URL.Query()["target"] {
+		id, port := v, 0
+		if host, p, err := net.SplitHostPort(v); err == nil {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 1 || n > 65535 {
+				return nil, fieldErr("target", "%q: the port must be within 1-65535", v)
+			}
+			id, port = host, n
+		}
+		if port == 0 {
+			port = g.Spec().Config.Port
+		}
+		keys = append(keys, TargetKey{ID: id, Port: port})
+	}
+	return keys, nil
 }
 
 // decodeBody reads a bounded JSON body strictly: unknown fields and

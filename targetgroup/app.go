@@ -29,6 +29,9 @@ type App struct {
 	// A list given here replaces the default.
 	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
 
+	// Quotas, as AWS has them.
+	Limits
+
 	specs   map[string]*Spec
 	allowed []netip.Prefix
 	ctx     caddy.Context
@@ -36,6 +39,8 @@ type App struct {
 	logger  *zap.Logger
 	reg     *Registry
 	prev    *App
+	limits  Limits
+	refs    map[string]int // groups used by routes of this config
 	cleaned atomic.Bool
 }
 
@@ -57,6 +62,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.allowed = allowed
+	a.limits = a.Limits.withDefaults()
+	if err := a.limits.validate(); err != nil {
+		return err
+	}
+	if len(a.Groups) > a.limits.MaxGroups {
+		return fieldErr("groups", "%d groups exceed max_groups %d", len(a.Groups), a.limits.MaxGroups)
+	}
 	a.specs = make(map[string]*Spec, len(a.Groups))
 	names := make([]string, 0, len(a.Groups))
 	for name := range a.Groups {
@@ -68,6 +80,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("target group %q: %w", name, err)
 		}
 		spec, err := NewSpec(a.Groups[name], allowed)
+		if err == nil && len(spec.Config.Targets) > a.limits.MaxTargetsPerGroup {
+			err = fieldErr("targets", "%d targets exceed max_targets_per_group %d", len(spec.Config.Targets), a.limits.MaxTargetsPerGroup)
+		}
 		if err != nil {
 			return fmt.Errorf("target group %q: %w", name, err)
 		}
@@ -96,6 +111,15 @@ func (a *App) Registry() *Registry { return a.reg }
 func (a *App) Declares(name string) bool {
 	_, ok := a.specs[name]
 	return ok
+}
+
+// Reference records that a route of this config uses the named group, so
+// that the API refuses to delete it while this config runs.
+func (a *App) Reference(name string) {
+	if a.refs == nil {
+		a.refs = make(map[string]int)
+	}
+	a.refs[name]++
 }
 
 // DeclaredSpec returns the validated spec of a group the config declares, or nil.
@@ -127,6 +151,36 @@ func (a *App) Cleanup() error {
 	if a.reg != nil {
 		_, err := registries.Delete(registryKey)
 		return err
+	}
+	return nil
+}
+
+// Limits are the quotas of the app. Exceeding one is refused with
+// ServiceQuotaExceededException and changes nothing.
+type Limits struct {
+	// Targets registered in one group (draining ones excluded). Default 1000,
+	// as AWS.
+	MaxTargetsPerGroup int `json:"max_targets_per_group,omitempty"`
+	// Target groups, config and API together. Default 3000, as AWS.
+	MaxGroups int `json:"max_groups,omitempty"`
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxTargetsPerGroup == 0 {
+		l.MaxTargetsPerGroup = 1000
+	}
+	if l.MaxGroups == 0 {
+		l.MaxGroups = 3000
+	}
+	return l
+}
+
+func (l Limits) validate() error {
+	switch {
+	case l.MaxTargetsPerGroup < 1 || l.MaxTargetsPerGroup > maxTargetsPerGroup:
+		return fieldErr("max_targets_per_group", "%d is outside 1-%d", l.MaxTargetsPerGroup, maxTargetsPerGroup)
+	case l.MaxGroups < 1 || l.MaxGroups > 100000:
+		return fieldErr("max_groups", "%d is outside 1-100000", l.MaxGroups)
 	}
 	return nil
 }

@@ -31,7 +31,6 @@ const (
 	AttrUnhealthyConnTermination     = "target_health_state.unhealthy.connection_termination.enabled"
 	AttrUnhealthyDrainingInterval    = "target_health_state.unhealthy.draining_interval_seconds"
 	AttrLambdaMultiValueHeaders      = "lambda.multi_value_headers.enabled"
-	maxAttributeKeyLen               = 256
 	algorithmRoundRobin              = "round_robin"
 	algorithmLeastOutstandingRequest = "least_outstanding_requests"
 	algorithmWeightedRandom          = "weighted_random"
@@ -178,13 +177,17 @@ type Attributes struct {
 // group's family, after checking every key and value. c must be normalised.
 func effectiveAttributes(c *GroupConfig, given map[string]string) (map[string]string, error) {
 	fam := familyOf(c)
-	if c.Type == TypeALB && len(given) > 0 {
-		return nil, fieldErr("attributes", "target groups of type alb always use the default attributes; remove %s", sortedKeys(given)[0])
-	}
 	out := make(map[string]string, len(attrDefs))
 	for _, d := range attrDefs {
 		if d.families&fam != 0 {
 			out[d.key] = d.def(c)
+		}
+	}
+	if c.Type == TypeALB {
+		for _, k := range sortedKeys(given) {
+			if def, ok := out[k]; !ok || strings.TrimSpace(given[k]) != def {
+				return nil, fieldErr("attributes."+k, "target groups of type alb always use the default attributes")
+			}
 		}
 	}
 	for _, k := range sortedKeys(given) {

@@ -67,7 +67,7 @@ type HealthCheckConfig struct {
 
 	// "traffic-port" (default: the port each target receives traffic on) or a
 	// fixed port number.
-	Port HealthCheckPort `json:"port,omitempty"`
+	Port HealthCheckPort `json:"port,omitzero"`
 
 	// The request path of HTTP/HTTPS checks (default "/"), or the gRPC method
 	// (default "/AWS.ALB/healthcheck").

@@ -32,12 +32,18 @@ type Group struct {
 	name string
 	id   string
 
+	// apiMu serialises API changes of the group together with their
+	// persistence, so that records are written in the order of the changes.
+	apiMu   sync.Mutex
+	version atomic.Int64
+
 	mu          sync.Mutex
 	spec        *Spec
 	source      string
 	created     *GroupConfig // creation parameters, for idempotent CreateTargetGroup
 	clientToken string
 	targets     map[TargetKey]*Target
+	tombstones  map[TargetKey]time.Time // API deregistrations restored from storage
 	closed      bool
 	pending     []event // emitted once mu is released
 
@@ -96,7 +102,7 @@ func groupID(name string) string {
 }
 
 func newGroup(r *Registry, name string, spec *Spec, source string) *Group {
-	g := &Group{reg: r, name: name, id: groupID(name), spec: spec, source: source, targets: make(map[TargetKey]*Target)}
+	g := &Group{reg: r, name: name, id: groupID(name), spec: spec, source: source, targets: make(map[TargetKey]*Target), tombstones: make(map[TargetKey]time.Time)}
 	g.publish()
 	return g
 }
@@ -244,7 +250,7 @@ func (g *Group) initialState(t *Target) {
 // register adds targets (already validated) or revives draining ones.
 // Called with mu held; the caller publishes.
 func (g *Group) register(cfgs []TargetConfig, o owner) {
-	now := g.reg.now()
+	now := g.reg.clock.Now()
 	for _, c := range cfgs {
 		t := g.targets[c.Key()]
 		switch {
@@ -280,8 +286,8 @@ func (g *Group) deregister(keys []TargetKey) {
 		g.reg.unschedule(g, t)
 		t.draining.Store(true)
 		g.setState(t, StateDraining, ReasonDeregistrationInProgress, "Target deregistration is in progress")
-		t.drainUntil = g.reg.now().Add(delay)
-		t.drainTimer = time.AfterFunc(delay, func() { g.finishDrain(t) })
+		t.drainUntil = g.reg.clock.Now().Add(delay)
+		t.drainTimer = g.reg.clock.AfterFunc(delay, func() { g.finishDrain(t) })
 		if t.inflight.Load() == 0 {
 			g.pending = append(g.pending, event{name: "drained", data: map[string]any{"group": g.name, "target": t.cfg.ID, "port": t.cfg.Port}})
 		}

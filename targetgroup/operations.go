@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 )
 
@@ -28,6 +29,7 @@ const (
 	CodeMethodNotAllowed = "MethodNotAllowed"
 	CodeUnavailable      = "ServiceUnavailable"
 	CodeInternal         = "InternalServerException"
+	CodeQuotaExceeded    = "ServiceQuotaExceededException"
 )
 
 func errNotFound(name string) *Error {
@@ -100,11 +102,23 @@ func (g *Group) Describe() GroupDescription {
 	return GroupDescription{Name: g.name, ID: g.id, ARN: g.ARN(), Status: "ACTIVE", Source: g.source, GroupConfig: cfg}
 }
 
-// DescribeTargetHealth reports every registered target, draining ones included.
-func (g *Group) DescribeTargetHealth() []TargetHealthDescription {
+// DescribeTargetHealth reports every registered target, draining ones
+// included; given keys, it reports those targets only, and a target that is
+// not registered as unused (Target.NotRegistered).
+func (g *Group) DescribeTargetHealth(keys ...TargetKey) []TargetHealthDescription {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ts := g.sortedTargets()
+	if len(keys) > 0 {
+		ts = ts[:0]
+		for _, k := range keys {
+			t := g.targets[k]
+			if t == nil {
+				t = &Target{cfg: TargetConfig{ID: k.ID, Port: k.Port}, state: StateUnused, reason: ReasonNotRegistered, description: "Target is not registered to the target group"}
+			}
+			ts = append(ts, t)
+		}
+	}
 	out := make([]TargetHealthDescription, 0, len(ts))
 	for _, t := range ts {
 		port := strconv.Itoa(t.cfg.Port)
@@ -140,6 +154,7 @@ func (g *Group) Health() GroupHealth {
 // RegisterTargets registers a batch of targets: all of them or, when one is
 // invalid, none. Registering a registered target changes nothing;
 // registering a draining target brings it back through initial checks.
+// It returns once the change is saved.
 func (r *Registry) RegisterTargets(name string, targets []TargetConfig) ([]TargetConfig, error) {
 	g := r.Group(name)
 	if g == nil {
@@ -148,19 +163,34 @@ func (r *Registry) RegisterTargets(name string, targets []TargetConfig) ([]Targe
 	if len(targets) == 0 {
 		return nil, fieldErr("targets", "at least one target is required")
 	}
+	g.apiMu.Lock()
+	defer g.apiMu.Unlock()
 	g.lock()
-	defer g.unlock()
+	norm, err := g.registerBatch(targets, r.Allowed(), r.Limits())
+	var rec groupRecord
+	if err == nil {
+		rec = g.record()
+	}
+	g.unlock()
+	if err != nil {
+		return nil, err
+	}
+	return norm, r.save(g, rec)
+}
+
+// registerBatch validates every target, then registers them. Called with mu held.
+func (g *Group) registerBatch(targets []TargetConfig, allowed []netip.Prefix, limits Limits) ([]TargetConfig, error) {
 	spec := g.spec
 	norm := make([]TargetConfig, len(targets))
-	added := 0
+	added := map[TargetKey]bool{}
 	for i, t := range targets {
-		n, err := spec.NormalizeTarget(t, r.Allowed())
+		n, err := spec.NormalizeTarget(t, allowed)
 		if err != nil {
 			return nil, prefixField(fmt.Sprintf("targets[%d]", i), err)
 		}
 		norm[i] = n
 		if cur := g.targets[n.Key()]; cur == nil || cur.state == StateDraining {
-			added++
+			added[n.Key()] = true
 		}
 	}
 	live := 0
@@ -169,17 +199,27 @@ func (r *Registry) RegisterTargets(name string, targets []TargetConfig) ([]Targe
 			live++
 		}
 	}
-	if err := spec.checkTargetCount(live + added); err != nil {
+	if err := spec.checkTargetCount(live + len(added)); err != nil {
 		return nil, err
+	}
+	if live+len(added) > limits.MaxTargetsPerGroup {
+		return nil, errQuota("target group %q would hold %d targets; max_targets_per_group is %d", g.name, live+len(added), limits.MaxTargetsPerGroup)
+	}
+	for k := range added {
+		delete(g.tombstones, k)
 	}
 	g.register(norm, ownerAPI)
 	g.publish()
 	return norm, nil
 }
 
+func errQuota(format string, args ...any) *Error {
+	return &Error{http.StatusBadRequest, CodeQuotaExceeded, fmt.Sprintf(format, args...)}
+}
+
 // DeregisterTargets starts draining a batch of targets. Targets that are not
 // registered are ignored, as in AWS; targets declared by the config can't be
-// deregistered through the API.
+// deregistered through the API. It returns once the change is saved.
 func (r *Registry) DeregisterTargets(name string, targets []TargetConfig) error {
 	g := r.Group(name)
 	if g == nil {
@@ -188,8 +228,23 @@ func (r *Registry) DeregisterTargets(name string, targets []TargetConfig) error 
 	if len(targets) == 0 {
 		return fieldErr("targets", "at least one target is required")
 	}
+	g.apiMu.Lock()
+	defer g.apiMu.Unlock()
 	g.lock()
-	defer g.unlock()
+	err := g.deregisterBatch(targets, r.Allowed())
+	var rec groupRecord
+	if err == nil {
+		rec = g.record()
+	}
+	g.unlock()
+	if err != nil {
+		return err
+	}
+	return r.save(g, rec)
+}
+
+// deregisterBatch checks every target, then drains them. Called with mu held.
+func (g *Group) deregisterBatch(targets []TargetConfig, allowed []netip.Prefix) error {
 	keys := make([]TargetKey, len(targets))
 	for i, t := range targets {
 		if t.ID == "" {
@@ -198,7 +253,7 @@ func (r *Registry) DeregisterTargets(name string, targets []TargetConfig) error 
 		if t.Port < 0 || t.Port > 65535 {
 			return fieldErr(fmt.Sprintf("targets[%d].port", i), "%d is outside 1-65535", t.Port)
 		}
-		n, err := g.spec.NormalizeTarget(t, r.Allowed())
+		n, err := g.spec.NormalizeTarget(t, allowed)
 		if err != nil {
 			// Not registrable means not registered: nothing to do for it.
 			n = t
@@ -208,7 +263,7 @@ func (r *Registry) DeregisterTargets(name string, targets []TargetConfig) error 
 		}
 		keys[i] = n.Key()
 		if cur := g.targets[keys[i]]; cur != nil && cur.owner == ownerConfig && cur.state != StateDraining {
-			return &Error{http.StatusConflict, CodeNotPermitted, fmt.Sprintf("targets[%d]: %s is declared in the config of target group %q; remove it from the config instead", i, keys[i], name)}
+			return &Error{http.StatusConflict, CodeNotPermitted, fmt.Sprintf("targets[%d]: %s is declared in the config of target group %q; remove it from the config instead", i, keys[i], g.name)}
 		}
 	}
 	g.deregister(keys)

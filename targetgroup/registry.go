@@ -6,10 +6,10 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
@@ -36,13 +36,16 @@ type Registry struct {
 	groups  atomic.Pointer[map[string]*Group]
 	allowed atomic.Pointer[[]netip.Prefix]
 	events  atomic.Pointer[eventSink]
+	store   atomic.Pointer[certmagic.Storage]
+	limits  atomic.Pointer[Limits]
 
 	logger  *zap.Logger
 	sched   *healthcheck.Scheduler
 	prober  *healthcheck.Prober
 	started bool
-	applied *App // the app whose config is in force
-	now     func() time.Time
+	applied *App              // the app whose config is in force
+	tokens  map[string]string // CreateTargetGroup client tokens → group name
+	clock   clock
 }
 
 type event struct {
@@ -60,8 +63,11 @@ func newRegistry(logger *zap.Logger) *Registry {
 		logger: logger,
 		sched:  healthcheck.NewScheduler(0),
 		prober: healthcheck.NewProber(),
-		now:    time.Now,
+		clock:  realClock{},
+		tokens: map[string]string{},
 	}
+	limits := Limits{}.withDefaults()
+	r.limits.Store(&limits)
 	empty := map[string]*Group{}
 	r.groups.Store(&empty)
 	def, _ := ParseCIDRs(nil)
@@ -99,6 +105,16 @@ func (r *Registry) Groups() []*Group {
 	return out
 }
 
+// InUse reports whether a route of the running config uses the group.
+func (r *Registry) InUse(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.applied != nil && r.applied.refs[name] > 0
+}
+
+// Limits returns the quotas in force.
+func (r *Registry) Limits() Limits { return *r.limits.Load() }
+
 // Allowed returns the CIDR blocks that ip targets must fall in.
 func (r *Registry) Allowed() []netip.Prefix { return *r.allowed.Load() }
 
@@ -129,8 +145,12 @@ func (r *Registry) unschedule(g *Group, t *Target) { r.sched.Remove(schedKey(g, 
 func (r *Registry) apply(a *App) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	allowed := a.allowed
+	allowed, limits, st := a.allowed, a.limits, a.ctx.Storage()
 	r.allowed.Store(&allowed)
+	r.limits.Store(&limits)
+	if st != nil {
+		r.store.Store(&st)
+	}
 	r.events.Store(&eventSink{ctx: a.ctx, app: a.events})
 	next := make(map[string]*Group, len(*r.groups.Load())+len(a.specs))
 	for name, g := range *r.groups.Load() {
@@ -161,6 +181,9 @@ func (r *Registry) apply(a *App) {
 			delete(next, name)
 		}
 	}
+	if !r.started {
+		r.restore(next)
+	}
 	r.groups.Store(&next)
 	r.applied = a
 	if !r.started {
@@ -186,4 +209,3 @@ func (g *Group) reconcileConfigTargets(want []TargetConfig) {
 	g.deregister(gone)
 	g.register(want, ownerConfig)
 }
-

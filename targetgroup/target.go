@@ -67,7 +67,7 @@ type Target struct {
 	threshold    healthcheck.Threshold
 	registeredAt time.Time
 	drainUntil   time.Time
-	drainTimer   *time.Timer
+	drainTimer   stopper
 }
 
 func newTarget(g *Group, cfg TargetConfig, o owner, now time.Time) *Target {
