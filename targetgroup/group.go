@@ -284,6 +284,7 @@ func (g *Group) deregister(keys []TargetKey) {
 			continue
 		}
 		g.reg.unschedule(g, t)
+		g.stopUnhealthyDrain(t)
 		t.draining.Store(true)
 		g.setState(t, StateDraining, ReasonDeregistrationInProgress, "Target deregistration is in progress")
 		t.drainUntil = g.reg.clock.Now().Add(delay)
@@ -366,6 +367,7 @@ func (g *Group) close() {
 	for _, t := range g.targets {
 		g.reg.unschedule(g, t)
 		g.stopDrain(t)
+		g.stopUnhealthyDrain(t)
 	}
 }
 
@@ -390,29 +392,93 @@ func (g *Group) check(ctx context.Context, t *Target) {
 	if spec.Config.IPAddressType == IPv6 {
 		network = "tcp6"
 	}
-	res := g.reg.prober.Probe(ctx, network, net.JoinHostPort(t.cfg.ID, strconv.Itoa(port)), spec.HealthCheck.Probe)
+	addr := net.JoinHostPort(t.cfg.ID, strconv.Itoa(port))
+	if _, err := netip.ParseAddr(t.cfg.ID); err != nil {
+		// A host name is resolved at every check, which is how a changed DNS
+		// record is noticed; one that does not resolve is like a stopped
+		// instance to AWS.
+		rctx, cancel := context.WithTimeout(ctx, spec.HealthCheck.Probe.Timeout)
+		ips, err := net.DefaultResolver.LookupNetIP(rctx, "ip"+network[3:], t.cfg.ID)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil || len(ips) == 0 {
+			g.observe(t, spec, healthcheck.Result{}, fmt.Errorf("target host name %s does not resolve: %v", t.cfg.ID, err))
+			return
+		}
+		addr = net.JoinHostPort(ips[0].Unmap().String(), strconv.Itoa(port))
+	}
+	res := g.reg.prober.Probe(ctx, network, addr, spec.HealthCheck.Probe)
 	if ctx.Err() != nil {
 		return // the scheduler stopped: a cancelled check says nothing about the target
 	}
+	g.observe(t, spec, res, nil)
+}
 
+// observe applies one health check result to t: the threshold state machine,
+// then the state AWS would report. invalid is set when the target could not
+// even be resolved.
+func (g *Group) observe(t *Target, spec *Spec, res healthcheck.Result, invalid error) {
 	g.lock()
 	defer g.unlock()
 	if g.closed || g.targets[t.Key()] != t || t.state == StateDraining || g.spec != spec {
 		return
 	}
-	hc := spec.HealthCheck
 	old := t.state
+	defer func() {
+		if t.state != old {
+			g.publish()
+		}
+	}()
+	if invalid != nil {
+		g.stopUnhealthyDrain(t)
+		g.setState(t, StateUnused, ReasonInvalidState, invalid.Error())
+		return
+	}
+	if t.state == StateUnused {
+		// Resolvable again: start over, as a newly registered target.
+		t.threshold.Reset()
+		g.setState(t, StateInitial, ReasonInitialHealthChecking, "Initial health checks in progress")
+	}
+	hc := spec.HealthCheck
 	t.threshold.Observe(res.Healthy, hc.HealthyThreshold, hc.UnhealthyThreshold)
 	switch t.threshold.Status {
 	case healthcheck.StatusHealthy:
+		g.stopUnhealthyDrain(t)
 		g.setState(t, StateHealthy, "", "")
 	case healthcheck.StatusUnhealthy:
-		g.setState(t, StateUnhealthy, res.Reason, res.Description)
+		if res.Healthy {
+			return // passes towards the healthy threshold keep the last failure's reason
+		}
+		a := spec.Attributes
+		switch {
+		case t.state == StateUnhealthyDraining:
+			t.reason, t.description = res.Reason, res.Description
+		case t.state != StateUnhealthy && !a.UnhealthyConnTermination && a.UnhealthyDrainingInterval > 0:
+			// NLB: connections to a target that turns unhealthy are kept for
+			// the draining interval before it is plain unhealthy.
+			g.setState(t, StateUnhealthyDraining, res.Reason, res.Description)
+			t.unhealthyTimer = g.reg.clock.AfterFunc(a.UnhealthyDrainingInterval, func() { g.endUnhealthyDrain(t) })
+		default:
+			g.setState(t, StateUnhealthy, res.Reason, res.Description)
+		}
 	}
-	if t.state != old {
+}
+
+func (g *Group) endUnhealthyDrain(t *Target) {
+	g.lock()
+	defer g.unlock()
+	if g.targets[t.Key()] == t && t.state == StateUnhealthyDraining {
+		t.unhealthyTimer = nil
+		g.setState(t, StateUnhealthy, t.reason, t.description)
 		g.publish()
 	}
 }
 
-// allowed returns the CIDR blocks ip targets must fall in.
-func (g *Group) allowed() []netip.Prefix { return *g.reg.allowed.Load() }
+func (g *Group) stopUnhealthyDrain(t *Target) {
+	if t.unhealthyTimer != nil {
+		t.unhealthyTimer.Stop()
+		t.unhealthyTimer = nil
+	}
+}

@@ -45,6 +45,8 @@ type Registry struct {
 	started bool
 	applied *App              // the app whose config is in force
 	tokens  map[string]string // CreateTargetGroup client tokens → group name
+	// observe, when set, sees every event emitted (tests).
+	observe func(name string, data map[string]any)
 	clock   clock
 }
 
@@ -119,6 +121,9 @@ func (r *Registry) Limits() Limits { return *r.limits.Load() }
 func (r *Registry) Allowed() []netip.Prefix { return *r.allowed.Load() }
 
 func (r *Registry) emit(e event) {
+	if r.observe != nil {
+		r.observe(e.name, e.data)
+	}
 	if s := r.events.Load(); s != nil && s.app != nil {
 		s.app.Emit(s.ctx, e.name, e.data)
 	}

@@ -68,6 +68,8 @@ type Target struct {
 	registeredAt time.Time
 	drainUntil   time.Time
 	drainTimer   stopper
+	// unhealthyTimer ends unhealthy.draining
+	unhealthyTimer stopper
 }
 
 func newTarget(g *Group, cfg TargetConfig, o owner, now time.Time) *Target {

@@ -1,0 +1,274 @@
+package targetgroup
+
+import (
+	"errors"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
+)
+
+// fakeClock fires timers only when the test advances it.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	at      time.Time
+	f       func()
+	stopped bool
+	clock   *fakeClock
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) stopper {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{at: c.now.Add(d), f: f, clock: c}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.clock.mu.Lock()
+	defer t.clock.mu.Unlock()
+	was := !t.stopped
+	t.stopped = true
+	return was
+}
+
+// Advance moves time forward and runs the timers that fall due, in order.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var due []*fakeTimer
+	rest := c.timers[:0]
+	for _, t := range c.timers {
+		if !t.stopped && !t.at.After(c.now) {
+			t.stopped = true
+			due = append(due, t)
+		} else if !t.stopped {
+			rest = append(rest, t)
+		}
+	}
+	c.timers = rest
+	c.mu.Unlock()
+	sort.Slice(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
+	for _, t := range due {
+		t.f()
+	}
+}
+
+type lifecycle struct {
+	t      *testing.T
+	clock  *fakeClock
+	reg    *Registry
+	g      *Group
+	mu     sync.Mutex
+	events []string
+}
+
+func newLifecycle(t *testing.T, c *GroupConfig) *lifecycle {
+	t.Helper()
+	l := &lifecycle{t: t, clock: &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	l.reg = newRegistry(zap.NewNop())
+	l.reg.clock = l.clock
+	l.reg.observe = func(name string, data map[string]any) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if name == "target_state_changed" {
+			name += ":" + data["old"].(string) + "->" + data["new"].(string)
+		}
+		l.events = append(l.events, name)
+	}
+	t.Cleanup(func() { _ = l.reg.Destruct() })
+	l.g = newGroup(l.reg, "web", mustSpec(t, c), SourceAPI)
+	m := map[string]*Group{"web": l.g}
+	l.reg.groups.Store(&m)
+	return l
+}
+
+func (l *lifecycle) target(port int) *Target {
+	l.g.mu.Lock()
+	defer l.g.mu.Unlock()
+	return l.g.targets[TargetKey{"127.0.0.1", port}]
+}
+
+func (l *lifecycle) state(port int) (State, string) {
+	l.t.Helper()
+	d := l.g.DescribeTargetHealth(TargetKey{"127.0.0.1", port})[0].TargetHealth
+	return d.State, d.Reason
+}
+
+func (l *lifecycle) expect(port int, state State, reason string) {
+	l.t.Helper()
+	if s, r := l.state(port); s != state || r != reason {
+		l.t.Fatalf("target %d is %s (%s), want %s (%s)", port, s, r, state, reason)
+	}
+}
+
+func (l *lifecycle) check(port int, pass bool) {
+	res := healthcheck.Result{Healthy: pass}
+	if !pass {
+		res.Reason, res.Description = ReasonResponseCodeMismatch, "Health checks failed with these codes: [503]"
+	}
+	l.g.observe(l.target(port), l.g.Spec(), res, nil)
+}
+
+func (l *lifecycle) hasEvent(name string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.events {
+		if e == name {
+			return true
+		}
+	}
+	return false
+}
+
+func TestHealthStateMachine(t *testing.T) {
+	l := newLifecycle(t, &GroupConfig{})
+	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.expect(1, StateInitial, ReasonRegistrationInProgress)
+
+	// First pass: healthy at once, whatever the healthy threshold (5).
+	l.check(1, true)
+	l.expect(1, StateHealthy, "")
+	if len(l.g.Snapshot().Routable) != 1 {
+		t.Fatal("healthy target not routable")
+	}
+	// unhealthy_threshold (2) consecutive failures.
+	l.check(1, false)
+	l.expect(1, StateHealthy, "")
+	l.check(1, false)
+	l.expect(1, StateUnhealthy, ReasonResponseCodeMismatch)
+	// healthy_threshold (5) consecutive passes; a failure restarts the run.
+	for i := 0; i < 4; i++ {
+		l.check(1, true)
+	}
+	l.check(1, false)
+	for i := 0; i < 4; i++ {
+		l.check(1, true)
+	}
+	l.expect(1, StateUnhealthy, ReasonResponseCodeMismatch)
+	l.check(1, true)
+	l.expect(1, StateHealthy, "")
+	for _, e := range []string{"target_state_changed:initial->healthy", "target_state_changed:healthy->unhealthy", "target_state_changed:unhealthy->healthy", "healthy", "unhealthy"} {
+		if !l.hasEvent(e) {
+			t.Errorf("no %s event in %v", e, l.events)
+		}
+	}
+}
+
+func TestDrainingLifecycle(t *testing.T) {
+	l := newLifecycle(t, &GroupConfig{Attributes: map[string]string{AttrDeregistrationDelay: "30"}})
+	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "127.0.0.1", Port: 2}})
+	l.check(1, true)
+	l.check(2, true)
+	lease := l.target(1).Acquire()
+
+	if err := l.reg.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(1, StateDraining, ReasonDeregistrationInProgress)
+	if r := l.g.Snapshot().Routable; len(r) != 1 || r[0].cfg.Port != 2 {
+		t.Fatal("a draining target is still routable")
+	}
+	if l.hasEvent("drained") {
+		t.Fatal("drained before its last request ended")
+	}
+	// Health checks of a draining target are ignored.
+	l.check(1, false)
+	l.expect(1, StateDraining, ReasonDeregistrationInProgress)
+
+	l.clock.Advance(10 * time.Second)
+	lease.Release()
+	if !l.hasEvent("drained") {
+		t.Fatal("no drained event when the last request ended")
+	}
+	// Deregistration is complete, yet the target shows draining until the delay ends.
+	l.expect(1, StateDraining, ReasonDeregistrationInProgress)
+	l.clock.Advance(19 * time.Second)
+	l.expect(1, StateDraining, ReasonDeregistrationInProgress)
+	l.clock.Advance(time.Second)
+	l.expect(1, StateUnused, ReasonNotRegistered)
+	if n := len(l.g.DescribeTargetHealth()); n != 1 {
+		t.Fatalf("%d targets described, want 1", n)
+	}
+}
+
+func TestDrainingWithNothingInFlightIsDrainedAtOnce(t *testing.T) {
+	l := newLifecycle(t, &GroupConfig{})
+	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.reg.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	if !l.hasEvent("drained") {
+		t.Fatal("no drained event")
+	}
+	l.expect(1, StateDraining, ReasonDeregistrationInProgress)
+	l.clock.Advance(300 * time.Second)
+	l.expect(1, StateUnused, ReasonNotRegistered)
+}
+
+func TestReRegisterWhileDraining(t *testing.T) {
+	l := newLifecycle(t, &GroupConfig{})
+	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.check(1, true)
+	l.reg.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.clock.Advance(100 * time.Second)
+	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.expect(1, StateInitial, ReasonRegistrationInProgress)
+	// The old drain timer must not remove the revived target.
+	l.clock.Advance(300 * time.Second)
+	l.expect(1, StateInitial, ReasonRegistrationInProgress)
+	l.check(1, true)
+	l.expect(1, StateHealthy, "")
+}
+
+func TestUnhealthyDrainingInterval(t *testing.T) {
+	l := newLifecycle(t, &GroupConfig{Protocol: "TCP", Port: 5432, Attributes: map[string]string{
+		AttrUnhealthyConnTermination: "false", AttrUnhealthyDrainingInterval: "60",
+	}})
+	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.check(1, true)
+	l.check(1, false)
+	l.check(1, false)
+	l.expect(1, StateUnhealthyDraining, ReasonResponseCodeMismatch)
+	l.clock.Advance(59 * time.Second)
+	l.expect(1, StateUnhealthyDraining, ReasonResponseCodeMismatch)
+	l.clock.Advance(time.Second)
+	l.expect(1, StateUnhealthy, ReasonResponseCodeMismatch)
+}
+
+func TestUnresolvableTargetIsUnused(t *testing.T) {
+	l := newLifecycle(t, &GroupConfig{})
+	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.check(1, true)
+	l.g.observe(l.target(1), l.g.Spec(), healthcheck.Result{}, errors.New("target host name x does not resolve"))
+	l.expect(1, StateUnused, ReasonInvalidState)
+	if len(l.g.Snapshot().Routable) != 0 {
+		t.Fatal("an unresolvable target is routable")
+	}
+	l.check(1, true)
+	l.expect(1, StateHealthy, "")
+}
+
+func TestDisabledHealthChecks(t *testing.T) {
+	off := false
+	l := newLifecycle(t, &GroupConfig{HealthCheck: &HealthCheckConfig{Enabled: &off}})
+	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.expect(1, StateUnavailable, ReasonHealthCheckDisabled)
+	if len(l.g.Snapshot().Routable) != 1 {
+		t.Fatal("with health checks disabled every target gets traffic")
+	}
+}
