@@ -1,6 +1,10 @@
 package selection
 
-import "testing"
+import (
+	"fmt"
+	"hash/maphash"
+	"testing"
+)
 
 func all(int) bool { return true }
 
@@ -46,5 +50,44 @@ func TestLeastOutstanding(t *testing.T) {
 	}
 	if got := LeastOutstanding(4, 0, in, func(int) bool { return false }); got != -1 {
 		t.Fatalf("got %d, want -1", got)
+	}
+}
+
+func TestRendezvousMovesOnlyTheKeysOfAChangedTarget(t *testing.T) {
+	seed := maphash.MakeSeed()
+	ids := []string{"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"}
+	const clients = 20000
+	pick := func(n int) []int {
+		out := make([]int, clients)
+		for c := range out {
+			out[c] = Rendezvous(seed, fmt.Sprintf("192.0.2.%d:%d", c%250, c), n, func(i int) string { return ids[i] }, all)
+		}
+		return out
+	}
+	before, after := pick(3), pick(4)
+	moved := 0
+	for c := range before {
+		if before[c] != after[c] {
+			moved++
+			if after[c] != 3 {
+				t.Fatalf("client %d moved from %d to %d, not to the new target", c, before[c], after[c])
+			}
+		}
+	}
+	// About 1/4 of the clients move to the fourth target; the standard
+	// deviation of that binomial count is sqrt(n p (1-p)) ≈ 61, so 6 sigma
+	// is a bound that a correct hash never breaks.
+	if want := clients / 4; moved < want-370 || moved > want+370 {
+		t.Fatalf("%d of %d clients moved, want about %d", moved, clients, want)
+	}
+	// A target that leaves takes only its own clients away.
+	gone := func(i int) bool { return i != 1 }
+	for c := 0; c < 1000; c++ {
+		key := fmt.Sprintf("198.51.100.%d", c)
+		was := Rendezvous(seed, key, 4, func(i int) string { return ids[i] }, all)
+		now := Rendezvous(seed, key, 4, func(i int) string { return ids[i] }, gone)
+		if was != 1 && now != was {
+			t.Fatalf("client %s moved from %d to %d though its target stayed", key, was, now)
+		}
 	}
 }

@@ -324,10 +324,15 @@ func (g *Group) finishDrain(t *Target) {
 	delete(g.targets, t.Key())
 	t.drainTimer = nil
 	if n := t.inflight.Load(); n > 0 {
+		closed := 0
+		if g.spec.Attributes.ConnectionTermination {
+			closed = t.closeConns()
+		}
 		// HTTP requests still in flight are left to finish: reverse_proxy owns
 		// them, and cutting them would turn a slow response into an error.
+		// Layer 4 connections are closed when connection termination is on.
 		g.reg.logger.Warn("deregistration delay ended with requests in flight",
-			zap.String("group", g.name), zap.String("target", t.Key().String()), zap.Int64("in_flight", n))
+			zap.String("group", g.name), zap.String("target", t.Key().String()), zap.Int64("in_flight", n), zap.Int("connections_closed", closed))
 	}
 	g.setState(t, StateUnused, ReasonNotRegistered, "Target is not registered to the target group")
 	g.publish()
@@ -462,6 +467,9 @@ func (g *Group) observe(t *Target, spec *Spec, res healthcheck.Result, invalid e
 			t.unhealthyTimer = g.reg.clock.AfterFunc(a.UnhealthyDrainingInterval, func() { g.endUnhealthyDrain(t) })
 		default:
 			g.setState(t, StateUnhealthy, res.Reason, res.Description)
+			if a.UnhealthyConnTermination {
+				t.closeConns()
+			}
 		}
 	}
 }
@@ -472,6 +480,7 @@ func (g *Group) endUnhealthyDrain(t *Target) {
 	if g.targets[t.Key()] == t && t.state == StateUnhealthyDraining {
 		t.unhealthyTimer = nil
 		g.setState(t, StateUnhealthy, t.reason, t.description)
+		t.closeConns()
 		g.publish()
 	}
 }

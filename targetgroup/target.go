@@ -1,8 +1,10 @@
 package targetgroup
 
 import (
+	"io"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +58,11 @@ type Target struct {
 
 	inflight atomic.Int64
 	draining atomic.Bool
+
+	// Open layer 4 connections, closed when the group's attributes ask for
+	// it (end of the deregistration delay, target turned unhealthy).
+	connMu sync.Mutex
+	conns  map[*trackedConn]struct{}
 	// onIdle runs when a draining target's last in-flight request ends.
 	group *Group
 
@@ -121,4 +128,38 @@ func (l *Lease) Release() {
 	if t.inflight.Add(-1) == 0 && t.draining.Load() {
 		t.group.drained(t)
 	}
+}
+
+type trackedConn struct{ c io.Closer }
+
+// TrackConn records an open connection to the target until untrack is
+// called, so that it can be closed when the target's connections must end.
+func (t *Target) TrackConn(c io.Closer) (untrack func()) {
+	e := &trackedConn{c: c}
+	t.connMu.Lock()
+	if t.conns == nil {
+		t.conns = make(map[*trackedConn]struct{})
+	}
+	t.conns[e] = struct{}{}
+	t.connMu.Unlock()
+	return func() {
+		t.connMu.Lock()
+		delete(t.conns, e)
+		t.connMu.Unlock()
+	}
+}
+
+// closeConns closes every tracked connection and reports how many.
+func (t *Target) closeConns() int {
+	t.connMu.Lock()
+	cs := make([]io.Closer, 0, len(t.conns))
+	for e := range t.conns {
+		cs = append(cs, e.c)
+	}
+	t.conns = nil
+	t.connMu.Unlock()
+	for _, c := range cs {
+		_ = c.Close()
+	}
+	return len(cs)
 }
