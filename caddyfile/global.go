@@ -29,6 +29,9 @@ func init() {
 //
 //	target_groups {
 //		allowed_cidrs <cidr>...
+//		zone <zone>
+//		max_targets_per_group <n>
+//		max_groups <n>
 //		<name> {
 //			type ip|instance|alb|lambda
 //			protocol HTTP|HTTPS|TCP|TLS|UDP|TCP_UDP
@@ -98,6 +101,36 @@ func parseTargetGroups(d *caddyfile.Dispenser, existingVal any) (any, error) {
 				return nil, d.WrapErr(err)
 			}
 			app.AllowedCIDRs = append(app.AllowedCIDRs, cidrs...)
+
+		case "zone":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if app.Zone != "" {
+				return nil, d.Err("duplicate zone")
+			}
+			app.Zone = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+
+		case "max_targets_per_group", "max_groups":
+			opt := d.Val()
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 {
+				return nil, d.Errf("%s: %q is not a positive number", opt, d.Val())
+			}
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if opt == "max_groups" {
+				app.MaxGroups = n
+			} else {
+				app.MaxTargetsPerGroup = n
+			}
 
 		default:
 			name := d.Val()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
@@ -28,6 +29,13 @@ type App struct {
 	// 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, ::1/128 and fc00::/7.
 	// A list given here replaces the default.
 	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
+
+	// The availability zone of this Caddy node. Targets carry zones too;
+	// with load_balancing.cross_zone.enabled off, the node routes only to
+	// targets of its own zone (and to targets of no zone or zone "all"), and
+	// the target-group health thresholds apply to those. Empty: zones are
+	// not used.
+	Zone string `json:"zone,omitempty"`
 
 	// Quotas, as AWS has them.
 	Limits
@@ -62,6 +70,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.allowed = allowed
+	if len(a.Zone) > 64 || strings.ContainsFunc(a.Zone, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		return fieldErr("zone", "%q must be at most 64 printable ASCII characters", a.Zone)
+	}
 	a.limits = a.Limits.withDefaults()
 	if err := a.limits.validate(); err != nil {
 		return err

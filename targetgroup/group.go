@@ -66,6 +66,17 @@ type Snapshot struct {
 	byDial   map[string]*Target
 
 	Healthy, Unhealthy, Initial, Draining, Unavailable, Total int
+
+	// Zone is this node's zone (the app's `zone`); with CrossZone off, only
+	// targets of that zone (or of no zone, or "all") are considered, and
+	// OtherZones counts the others.
+	Zone       string
+	CrossZone  bool
+	OtherZones int
+}
+
+func (s *Snapshot) inZone(az string) bool {
+	return s.Zone == "" || az == "" || az == "all" || az == s.Zone
 }
 
 // ByDial finds a routable target by its dial address.
@@ -146,9 +157,15 @@ func (g *Group) unlock() {
 
 // publish rebuilds the snapshot. Called with mu held (or before the group is shared).
 func (g *Group) publish() {
-	s := &Snapshot{Spec: g.spec, byDial: make(map[string]*Target)}
+	s := &Snapshot{Spec: g.spec, byDial: make(map[string]*Target), Zone: g.reg.Zone(), CrossZone: g.spec.CrossZone()}
 	var healthy, unhealthy []*Target
 	for _, t := range g.sortedTargets() {
+		if !s.CrossZone && !s.inZone(t.cfg.AvailabilityZone) {
+			// Without cross-zone load balancing this node routes only to its
+			// own zone's targets, and the thresholds apply to those alone.
+			s.OtherZones++
+			continue
+		}
 		switch t.state {
 		case StateHealthy:
 			healthy = append(healthy, t)

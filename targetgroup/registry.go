@@ -38,6 +38,7 @@ type Registry struct {
 	events  atomic.Pointer[eventSink]
 	store   atomic.Pointer[certmagic.Storage]
 	limits  atomic.Pointer[Limits]
+	zone    atomic.Pointer[string]
 
 	logger  *zap.Logger
 	sched   *healthcheck.Scheduler
@@ -114,6 +115,14 @@ func (r *Registry) InUse(name string) bool {
 	return r.applied != nil && r.applied.refs[name] > 0
 }
 
+// Zone is this node's availability zone ("" when none is set).
+func (r *Registry) Zone() string {
+	if z := r.zone.Load(); z != nil {
+		return *z
+	}
+	return ""
+}
+
 // Limits returns the quotas in force.
 func (r *Registry) Limits() Limits { return *r.limits.Load() }
 
@@ -153,6 +162,9 @@ func (r *Registry) apply(a *App) {
 	allowed, limits, st := a.allowed, a.limits, a.ctx.Storage()
 	r.allowed.Store(&allowed)
 	r.limits.Store(&limits)
+	zone := a.Zone
+	zoneChanged := zone != r.Zone()
+	r.zone.Store(&zone)
 	if st != nil {
 		r.store.Store(&st)
 	}
@@ -180,6 +192,11 @@ func (r *Registry) apply(a *App) {
 		g.unlock()
 	}
 	for name, g := range next {
+		if _, declared := a.specs[name]; !declared && zoneChanged {
+			g.lock()
+			g.publish()
+			g.unlock()
+		}
 		if _, declared := a.specs[name]; !declared && g.Source() == SourceConfig {
 			r.logger.Info("target group removed from the config", zap.String("group", name))
 			g.close()

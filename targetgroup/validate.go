@@ -84,6 +84,20 @@ type HealthCheckSpec struct {
 	UnhealthyThreshold int
 }
 
+// CrossZone reports whether a node routes to targets of every zone:
+// load_balancing.cross_zone.enabled, where use_load_balancer_configuration
+// means what the AWS load balancer does by default — on for HTTP/HTTPS
+// groups (ALB), off for layer 4 groups (NLB).
+func (s *Spec) CrossZone() bool {
+	switch s.Attributes.CrossZone {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	return !s.Layer4()
+}
+
 // Layer4 reports whether the group proxies TCP/TLS/UDP rather than HTTP.
 func (s *Spec) Layer4() bool { return familyOf(&s.Config) == famNLB }
 
