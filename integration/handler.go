@@ -129,7 +129,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	err = rp.ServeHTTP(w, r, next)
-	releaseAttempt(r)
+	finishAttempt(r, err)
 	return err
 }
 

@@ -38,6 +38,8 @@ type backend struct {
 	hits    atomic.Int64
 	checks  atomic.Int64
 	healthy atomic.Bool
+	// failing makes proxied requests (not health checks) answer 503.
+	failing atomic.Bool
 }
 
 func newBackend(t *testing.T, name string) *backend {
@@ -54,6 +56,10 @@ func newBackend(t *testing.T, name string) *backend {
 			return
 		}
 		b.hits.Add(1)
+		if b.failing.Load() {
+			http.Error(w, "failing", http.StatusServiceUnavailable)
+			return
+		}
 		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil {
 			time.Sleep(d)
 		}

@@ -2,8 +2,11 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
+	"strconv"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -50,9 +53,48 @@ func (p *SelectionPolicy) Provision(ctx caddy.Context) error {
 	return err
 }
 
+// attempt is the state of one request across the tries reverse_proxy makes.
 type attempt struct {
-	lease *targetgroup.Lease
-	tried []*targetgroup.Target
+	group *targetgroup.Group
+	lease atomic.Pointer[targetgroup.Lease] // the current try's target
+	tried []*targetgroup.Target             // request goroutine only
+	done  atomic.Bool
+}
+
+// retry ends the current try, which failed since reverse_proxy tries again.
+func (at *attempt) retry() {
+	if l := at.lease.Load(); l != nil {
+		at.group.ReportProxyResult(l.Target(), true, "the request failed and was retried on another target")
+		l.Release()
+	}
+}
+
+// finish reports the last try's outcome to passive health and ends its
+// lease. Only the first call counts: the handler calls it as soon as the
+// proxy returns, the request context's end calls it in any case.
+func (at *attempt) finish(failed bool, desc string) {
+	if !at.done.CompareAndSwap(false, true) {
+		return
+	}
+	if l := at.lease.Load(); l != nil {
+		at.group.ReportProxyResult(l.Target(), failed, desc)
+		l.Release()
+	}
+}
+
+// upstreamStatus reads the status the target answered, which reverse_proxy
+// leaves in the replacer; 502, 503 and 504 count as failures.
+func upstreamStatus(r *http.Request) (failed bool, desc string) {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		return false, ""
+	}
+	code, _ := repl.Get("http.reverse_proxy.status_code")
+	switch c, _ := code.(int); c {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true, "the target answered " + strconv.Itoa(c)
+	}
+	return false, ""
 }
 
 // Select picks a target among the available upstreams. It never panics on
@@ -97,17 +139,16 @@ func (p *SelectionPolicy) Select(pool reverseproxy.UpstreamPool, r *http.Request
 	}
 	t := targets[i]
 	if at == nil {
-		at = &attempt{}
+		at = &attempt{group: g}
 		caddyhttp.SetVar(r.Context(), varAttempt, at)
+		// The request's context ends when the server is done with the
+		// request, response body and upgraded connections included.
+		context.AfterFunc(r.Context(), func() { at.finish(upstreamStatus(r)) })
 	} else {
-		at.lease.Release()
+		at.retry()
 	}
 	at.tried = append(at.tried, t)
-	lease := t.Acquire()
-	at.lease = lease
-	// The request's context ends when the server is done with the request,
-	// response body and upgraded connections included.
-	context.AfterFunc(r.Context(), lease.Release)
+	at.lease.Store(t.Acquire())
 	return pool[i]
 }
 
@@ -120,12 +161,18 @@ func pick(snap *targetgroup.Snapshot, g *targetgroup.Group, n int, targets []*ta
 	}
 }
 
-// releaseAttempt ends the lease of a request as soon as the proxy is done
-// with it, ahead of the request context's end.
-func releaseAttempt(r *http.Request) {
-	if at, _ := caddyhttp.GetVar(r.Context(), varAttempt).(*attempt); at != nil {
-		at.lease.Release()
+// finishAttempt ends the request's last try as soon as the proxy returns,
+// ahead of the request context's end; err is what the proxy returned.
+func finishAttempt(r *http.Request, err error) {
+	at, _ := caddyhttp.GetVar(r.Context(), varAttempt).(*attempt)
+	if at == nil {
+		return
 	}
+	if dialErr := (reverseproxy.DialError{}); errors.As(err, &dialErr) {
+		at.finish(true, dialErr.Error())
+		return
+	}
+	at.finish(upstreamStatus(r))
 }
 
 // UnmarshalCaddyfile sets up the policy from Caddyfile tokens:

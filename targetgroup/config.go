@@ -89,6 +89,13 @@ type HealthCheckConfig struct {
 
 	// The codes that count as success.
 	Matcher *MatcherConfig `json:"matcher,omitempty"`
+
+	// Passive health, beyond AWS: this many consecutive failed proxied
+	// requests (the target answered 502, 503 or 504, or could not be
+	// reached) make a healthy target unhealthy at once, without waiting for
+	// the next active check; active checks then bring it back. 0 (default)
+	// turns it off; 1–100.
+	PassiveUnhealthyThreshold int `json:"passive_unhealthy_threshold,omitempty"`
 }
 
 // MatcherConfig holds the success codes of a health check: exactly one of

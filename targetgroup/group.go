@@ -491,6 +491,37 @@ func (g *Group) observe(t *Target, spec *Spec, res healthcheck.Result, invalid e
 	}
 }
 
+// ReportProxyResult feeds passive health: the outcome of one proxied request
+// to t. It takes no lock unless the target must turn unhealthy.
+func (g *Group) ReportProxyResult(t *Target, failed bool, desc string) {
+	n := g.Spec().HealthCheck.PassiveThreshold
+	if n == 0 || t == nil {
+		return
+	}
+	if !failed {
+		if t.proxyFails.Load() != 0 {
+			t.proxyFails.Store(0)
+		}
+		return
+	}
+	if t.proxyFails.Add(1) < int32(n) {
+		return
+	}
+	t.proxyFails.Store(0)
+	g.lock()
+	defer g.unlock()
+	if g.targets[t.Key()] != t || t.state != StateHealthy {
+		return
+	}
+	// Active checks must now pass healthy_threshold times to bring it back.
+	t.threshold = healthcheck.Threshold{Status: healthcheck.StatusUnhealthy}
+	g.setState(t, StateUnhealthy, ReasonFailedHealthChecks, fmt.Sprintf("%d consecutive proxied requests failed (passive health check); last: %s", n, desc))
+	if g.spec.Attributes.UnhealthyConnTermination {
+		t.closeConns()
+	}
+	g.publish()
+}
+
 func (g *Group) endUnhealthyDrain(t *Target) {
 	g.lock()
 	defer g.unlock()

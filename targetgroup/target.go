@@ -58,6 +58,8 @@ type Target struct {
 
 	inflight atomic.Int64
 	draining atomic.Bool
+	// consecutive failed proxied requests, for passive health
+	proxyFails atomic.Int32
 
 	// Open layer 4 connections, closed when the group's attributes ask for
 	// it (end of the deregistration delay, target turned unhealthy).

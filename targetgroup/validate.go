@@ -82,6 +82,9 @@ type HealthCheckSpec struct {
 	Interval           time.Duration
 	HealthyThreshold   int
 	UnhealthyThreshold int
+	// PassiveThreshold is 0 or the number of consecutive proxy errors that
+	// make a healthy target unhealthy.
+	PassiveThreshold int
 }
 
 // CrossZone reports whether a node routes to targets of every zone:
@@ -331,6 +334,8 @@ func normalizeHealthCheck(c *GroupConfig) (HealthCheckSpec, error) {
 		return HealthCheckSpec{}, fieldErr("health_check.healthy_threshold", "%d is outside 2-10", hc.HealthyThreshold)
 	case hc.UnhealthyThreshold < 2 || hc.UnhealthyThreshold > 10:
 		return HealthCheckSpec{}, fieldErr("health_check.unhealthy_threshold", "%d is outside 2-10", hc.UnhealthyThreshold)
+	case hc.PassiveUnhealthyThreshold < 0 || hc.PassiveUnhealthyThreshold > 100:
+		return HealthCheckSpec{}, fieldErr("health_check.passive_unhealthy_threshold", "%d must be 0 (off) or within 1-100", hc.PassiveUnhealthyThreshold)
 	}
 	var matcher healthcheck.Matcher
 	m := hc.Matcher
@@ -372,6 +377,7 @@ func normalizeHealthCheck(c *GroupConfig) (HealthCheckSpec, error) {
 		Interval:           time.Duration(hc.Interval),
 		HealthyThreshold:   hc.HealthyThreshold,
 		UnhealthyThreshold: hc.UnhealthyThreshold,
+		PassiveThreshold:   hc.PassiveUnhealthyThreshold,
 		Probe: healthcheck.Spec{
 			Protocol:        hc.Protocol,
 			ProtocolVersion: hc.ProtocolVersion,
