@@ -115,8 +115,11 @@ type TargetConfig struct {
 	ID string `json:"id"`
 	// The port traffic is sent to. 0 or absent: the group's port.
 	Port int `json:"port,omitempty"`
-	// A free-form zone label, reported back in DescribeTargetHealth.
+	// A zone label (see the app's `zone` and load_balancing.cross_zone.enabled).
 	AvailabilityZone string `json:"availability_zone,omitempty"`
+	// The target's share under weighted_random, 1–1000 (default 1: equal).
+	// Our addition; AWS weighs target groups, not targets.
+	Weight int `json:"weight,omitempty"`
 }
 
 // TrafficPort is the health check port meaning "each target's own port".

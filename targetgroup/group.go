@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
+	"github.com/caddy-targetgroup/caddy-targetgroup/selection"
 )
 
 // Sources of a group: declared in the config, or created through the API.
@@ -64,6 +65,15 @@ type Snapshot struct {
 	// unhealthy targets too (unhealthy_state_routing).
 	FailOpen bool
 	byDial   map[string]*Target
+	byKey    map[TargetKey]int // index in Routable
+
+	// Weights of the routable targets for weighted_random.
+	Weights *selection.Weights
+	// SlowStart is the group's slow start duration; slowSince holds, for each
+	// routable target, when it entered slow start (UnixNano, 0: not in it).
+	SlowStart    time.Duration
+	AnySlowStart bool
+	slowSince    []int64
 
 	Healthy, Unhealthy, Initial, Draining, Unavailable, Total int
 
@@ -77,6 +87,24 @@ type Snapshot struct {
 
 func (s *Snapshot) inZone(az string) bool {
 	return s.Zone == "" || az == "" || az == "all" || az == s.Zone
+}
+
+// Index finds a routable target by its (id, port); -1 when not routable.
+func (s *Snapshot) Index(k TargetKey) int {
+	if i, ok := s.byKey[k]; ok {
+		return i
+	}
+	return -1
+}
+
+// SlowStartSince reports when routable target i entered slow start, and
+// whether it is in slow start at now.
+func (s *Snapshot) SlowStartSince(i int, now time.Time) (time.Time, bool) {
+	if !s.AnySlowStart || s.slowSince[i] == 0 {
+		return time.Time{}, false
+	}
+	since := time.Unix(0, s.slowSince[i])
+	return since, now.Sub(since) < s.SlowStart
 }
 
 // ByDial finds a routable target by its dial address.
@@ -157,7 +185,7 @@ func (g *Group) unlock() {
 
 // publish rebuilds the snapshot. Called with mu held (or before the group is shared).
 func (g *Group) publish() {
-	s := &Snapshot{Spec: g.spec, byDial: make(map[string]*Target), Zone: g.reg.Zone(), CrossZone: g.spec.CrossZone()}
+	s := &Snapshot{Spec: g.spec, byDial: make(map[string]*Target), byKey: make(map[TargetKey]int), Zone: g.reg.Zone(), CrossZone: g.spec.CrossZone()}
 	var healthy, unhealthy []*Target
 	for _, t := range g.sortedTargets() {
 		if !s.CrossZone && !s.inZone(t.cfg.AvailabilityZone) {
@@ -201,8 +229,25 @@ func (g *Group) publish() {
 	if g.spec.Config.Type == TypeLambda {
 		s.Routable = nil
 	}
-	for _, t := range s.Routable {
+	s.SlowStart = a.SlowStart
+	s.slowSince = make([]int64, len(s.Routable))
+	var weights []float64
+	if a.Algorithm == AlgorithmWeightedRandom {
+		weights = make([]float64, len(s.Routable))
+	}
+	for i, t := range s.Routable {
 		s.byDial[t.dial] = t
+		s.byKey[t.Key()] = i
+		if !t.slowStartSince.IsZero() {
+			s.slowSince[i] = t.slowStartSince.UnixNano()
+			s.AnySlowStart = true
+		}
+		if weights != nil {
+			weights[i] = float64(max(t.cfg.Weight, 1))
+		}
+	}
+	if a.Algorithm == AlgorithmWeightedRandom {
+		s.Weights = selection.NewWeights(weights)
 	}
 	g.snap.Store(s)
 }
@@ -226,6 +271,7 @@ func (g *Group) sortedTargets() []*Target {
 // events. Called with mu held.
 func (g *Group) setState(t *Target, s State, reason, desc string) {
 	old := t.state
+	g.slowStart(t, old, s)
 	if old == s && t.reason == reason {
 		t.description = desc
 		return
@@ -254,6 +300,36 @@ func (g *Group) setState(t *Target, s State, reason, desc string) {
 	}
 }
 
+// slowStart applies the ALB rules as t goes from old to s: a target enters
+// slow start when it becomes healthy while at least one other healthy target
+// is not in slow start; leaving healthy (unhealthy, draining) ends it.
+func (g *Group) slowStart(t *Target, old, s State) {
+	if s != StateHealthy {
+		t.slowStartSince = time.Time{}
+		return
+	}
+	if old == StateHealthy {
+		return
+	}
+	exempt := t.noSlowStart
+	t.noSlowStart = false
+	dur := g.spec.Attributes.SlowStart
+	if dur <= 0 || exempt {
+		return
+	}
+	now := g.reg.clock.Now()
+	for _, o := range g.targets {
+		if o != t && o.state == StateHealthy && !o.inSlowStart(now, dur) {
+			t.slowStartSince = now
+			return
+		}
+	}
+}
+
+func (t *Target) inSlowStart(now time.Time, dur time.Duration) bool {
+	return !t.slowStartSince.IsZero() && now.Sub(t.slowStartSince) < dur
+}
+
 // checkingState is the state a target starts in under the current spec.
 func (g *Group) initialState(t *Target) {
 	t.threshold.Reset()
@@ -268,24 +344,34 @@ func (g *Group) initialState(t *Target) {
 // Called with mu held; the caller publishes.
 func (g *Group) register(cfgs []TargetConfig, o owner) {
 	now := g.reg.clock.Now()
+	// Targets registered in one call into an empty group don't slow start.
+	empty := true
+	for _, t := range g.targets {
+		if t.state != StateDraining {
+			empty = false
+			break
+		}
+	}
 	for _, c := range cfgs {
 		t := g.targets[c.Key()]
 		switch {
 		case t == nil:
 			t = newTarget(g, c, o, now)
+			t.noSlowStart = empty
 			g.targets[c.Key()] = t
 			g.initialState(t)
 		case t.state == StateDraining:
 			// AWS makes you wait out the deregistration delay; we bring the
 			// target back at once, through initial health checking.
 			g.stopDrain(t)
-			t.owner, t.cfg.AvailabilityZone, t.registeredAt = o, c.AvailabilityZone, now
+			t.owner, t.cfg.AvailabilityZone, t.cfg.Weight, t.registeredAt = o, c.AvailabilityZone, c.Weight, now
+			t.noSlowStart = empty
 			g.initialState(t)
 		default:
 			if o == ownerConfig {
 				t.owner = ownerConfig
 			}
-			t.cfg.AvailabilityZone = c.AvailabilityZone
+			t.cfg.AvailabilityZone, t.cfg.Weight = c.AvailabilityZone, c.Weight
 			continue
 		}
 		g.reg.schedule(g, t)

@@ -272,3 +272,94 @@ func TestDisabledHealthChecks(t *testing.T) {
 		t.Fatal("with health checks disabled every target gets traffic")
 	}
 }
+
+func (l *lifecycle) slowRemaining(port int) int {
+	l.t.Helper()
+	return l.g.DescribeTargetHealth(TargetKey{"127.0.0.1", port})[0].SlowStartRemainingSeconds
+}
+
+func TestSlowStartRules(t *testing.T) {
+	l := newLifecycle(t, &GroupConfig{Attributes: map[string]string{AttrSlowStart: "60"}})
+	reg := func(ports ...int) {
+		var ts []TargetConfig
+		for _, p := range ports {
+			ts = append(ts, TargetConfig{ID: "127.0.0.1", Port: p})
+		}
+		if _, err := l.reg.RegisterTargets("web", ts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Targets registered in one call into an empty group don't slow start.
+	reg(1, 2)
+	l.check(1, true)
+	l.check(2, true)
+	if l.slowRemaining(1) != 0 || l.slowRemaining(2) != 0 {
+		t.Fatal("targets of the first registration entered slow start")
+	}
+	// A target that becomes healthy next to steady healthy targets does.
+	reg(3)
+	l.check(3, true)
+	if got := l.slowRemaining(3); got != 60 {
+		t.Fatalf("remaining %d, want 60", got)
+	}
+	s := l.g.Snapshot()
+	if _, in := s.SlowStartSince(s.Index(TargetKey{"127.0.0.1", 3}), l.clock.Now()); !in {
+		t.Fatal("the snapshot does not show the slow start")
+	}
+	l.clock.Advance(45 * time.Second)
+	if got := l.slowRemaining(3); got != 15 {
+		t.Fatalf("remaining %d after 45s, want 15", got)
+	}
+	// Unhealthy ends it; healthy again re-enters it, from the start.
+	l.check(3, false)
+	l.check(3, false)
+	l.expect(3, StateUnhealthy, ReasonResponseCodeMismatch)
+	for i := 0; i < 5; i++ {
+		l.check(3, true)
+	}
+	if got := l.slowRemaining(3); got != 60 {
+		t.Fatalf("re-entered slow start with %d s left, want 60", got)
+	}
+	l.clock.Advance(60 * time.Second)
+	if got := l.slowRemaining(3); got != 0 {
+		t.Fatalf("slow start did not end: %d", got)
+	}
+	// Deregistration ends it.
+	reg(4)
+	l.check(4, true)
+	if l.slowRemaining(4) == 0 {
+		t.Fatal("target 4 did not slow start")
+	}
+	l.reg.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 4}})
+	if l.slowRemaining(4) != 0 {
+		t.Fatal("a draining target is still in slow start")
+	}
+	// A target becoming healthy while every other healthy one is in slow
+	// start does not enter it.
+	l2 := newLifecycle(t, &GroupConfig{Attributes: map[string]string{AttrSlowStart: "60"}})
+	l2.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l2.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 2}})
+	l2.check(2, true) // healthy first, alone: nothing steady beside it
+	if l2.slowRemaining(2) != 0 {
+		t.Fatal("a lone healthy target entered slow start")
+	}
+}
+
+func TestEnablingSlowStartLeavesHealthyTargetsAlone(t *testing.T) {
+	l := newLifecycle(t, &GroupConfig{})
+	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 2}})
+	l.check(1, true)
+	l.check(2, true)
+	if err := l.reg.ModifyAttributes("web", map[string]string{AttrSlowStart: "30"}); err != nil {
+		t.Fatal(err)
+	}
+	if l.slowRemaining(1) != 0 || l.slowRemaining(2) != 0 {
+		t.Fatal("healthy targets entered slow start when it was enabled")
+	}
+	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 3}})
+	l.check(3, true)
+	if l.slowRemaining(3) != 30 {
+		t.Fatalf("new target: %d s of slow start, want 30", l.slowRemaining(3))
+	}
+}

@@ -3,6 +3,7 @@ package targetgroup
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -67,6 +68,8 @@ type TargetHealthDescription struct {
 	TargetHealth    TargetHealth `json:"target_health"`
 	// Requests (HTTP) or connections (layer 4) in flight through this Caddy.
 	InFlight int64 `json:"in_flight"`
+	// Seconds left of the target's slow start, when it is in slow start.
+	SlowStartRemainingSeconds int `json:"slow_start_remaining_seconds,omitempty"`
 }
 
 // TargetHealth is a target's state with its AWS reason code.
@@ -120,17 +123,22 @@ func (g *Group) DescribeTargetHealth(keys ...TargetKey) []TargetHealthDescriptio
 		}
 	}
 	out := make([]TargetHealthDescription, 0, len(ts))
+	now := g.reg.clock.Now()
 	for _, t := range ts {
 		port := strconv.Itoa(t.cfg.Port)
 		if p := g.spec.HealthCheck.Port; p != 0 {
 			port = strconv.Itoa(p)
 		}
-		out = append(out, TargetHealthDescription{
+		d := TargetHealthDescription{
 			Target:          t.cfg,
 			HealthCheckPort: port,
 			TargetHealth:    TargetHealth{State: t.state, Reason: t.reason, Description: t.description},
 			InFlight:        t.inflight.Load(),
-		})
+		}
+		if dur := g.spec.Attributes.SlowStart; t.state == StateHealthy && t.inSlowStart(now, dur) {
+			d.SlowStartRemainingSeconds = int(math.Ceil((dur - now.Sub(t.slowStartSince)).Seconds()))
+		}
+		out = append(out, d)
 	}
 	return out
 }

@@ -76,7 +76,11 @@ type Target struct {
 	threshold    healthcheck.Threshold
 	registeredAt time.Time
 	drainUntil   time.Time
-	drainTimer   stopper
+	// slowStartSince is when the target entered slow start (zero: not in it);
+	// noSlowStart exempts targets registered together into an empty group.
+	slowStartSince time.Time
+	noSlowStart    bool
+	drainTimer     stopper
 	// unhealthyTimer ends unhealthy.draining
 	unhealthyTimer stopper
 }

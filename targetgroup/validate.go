@@ -467,6 +467,9 @@ func (s *Spec) NormalizeTarget(t TargetConfig, allowed []netip.Prefix) (TargetCo
 	if len(t.AvailabilityZone) > 64 || strings.ContainsFunc(t.AvailabilityZone, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
 		return t, fieldErr("availability_zone", "%q must be at most 64 printable ASCII characters", t.AvailabilityZone)
 	}
+	if t.Weight < 0 || t.Weight > 1000 {
+		return t, fieldErr("weight", "%d is outside 1-1000", t.Weight)
+	}
 	if c.Type == TypeLambda {
 		if t.Port != 0 {
 			return t, fieldErr("port", "lambda targets have no port")
