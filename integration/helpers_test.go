@@ -40,6 +40,8 @@ type backend struct {
 	healthy atomic.Bool
 	// failing makes proxied requests (not health checks) answer 503.
 	failing atomic.Bool
+	// delay slows every proxied request down (nanoseconds).
+	delay atomic.Int64
 }
 
 func newBackend(t *testing.T, name string) *backend {
@@ -63,6 +65,7 @@ func newBackend(t *testing.T, name string) *backend {
 		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil {
 			time.Sleep(d)
 		}
+		time.Sleep(time.Duration(b.delay.Load()))
 		fmt.Fprint(w, b.name)
 	}))
 	t.Cleanup(b.srv.Close)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -97,47 +98,50 @@ func upstreamStatus(r *http.Request) (failed bool, desc string) {
 	return false, ""
 }
 
-// Select picks a target among the available upstreams. It never panics on
-// an empty pool and tolerates a nil ResponseWriter (other policies call
-// their fallback with one).
-func (p *SelectionPolicy) Select(pool reverseproxy.UpstreamPool, r *http.Request, _ http.ResponseWriter) *reverseproxy.Upstream {
+// Select picks a target among the available upstreams: the sticky target
+// when the request names a healthy one, else one picked by the group's
+// algorithm. It never panics on an empty pool and tolerates a nil
+// ResponseWriter (other policies call their fallback with one).
+func (p *SelectionPolicy) Select(pool reverseproxy.UpstreamPool, r *http.Request, w http.ResponseWriter) *reverseproxy.Upstream {
 	if len(pool) == 0 {
 		return nil
 	}
 	name := p.Group
+	from, _ := caddyhttp.GetVar(r.Context(), varGroup).(string)
 	if name == "" {
-		name, _ = caddyhttp.GetVar(r.Context(), varGroup).(string)
+		name = from
 	}
 	g := p.reg.Group(name)
 	if g == nil {
 		return nil
 	}
 	snap, _ := caddyhttp.GetVar(r.Context(), varSnapshot).(*targetgroup.Snapshot)
-	if from, _ := caddyhttp.GetVar(r.Context(), varGroup).(string); snap == nil || from != name {
+	if snap == nil || from != name {
 		snap = g.Snapshot()
 	}
-	targets := make([]*targetgroup.Target, len(pool))
-	for i, u := range pool {
-		// The pool is normally built from this very snapshot, in order.
-		if i < len(snap.Routable) && snap.Routable[i].Dial() == u.Dial {
-			targets[i] = snap.Routable[i]
-		} else {
-			targets[i] = snap.ByDial(u.Dial)
-		}
-	}
+	v := newView(snap, pool)
 	at, _ := caddyhttp.GetVar(r.Context(), varAttempt).(*attempt)
 	fresh := func(i int) bool {
-		return targets[i] != nil && pool[i].Available() && (at == nil || !slices.Contains(at.tried, targets[i]))
+		t := v.target(i)
+		return t != nil && pool[i].Available() && (at == nil || !slices.Contains(at.tried, t))
 	}
-	i := pick(snap, g, len(pool), targets, fresh)
+	now := time.Now()
+	stick := stickinessOf(snap.Spec)
+	i := -1
+	if stick != nil {
+		i = stick.pinned(r, p.reg.Keyring(), g.Name(), v, fresh, now)
+	}
+	if i < 0 {
+		i = pick(v, g, fresh, now)
+	}
 	if i < 0 && at != nil {
 		// Every target was tried already: a retry may still succeed on one.
-		i = pick(snap, g, len(pool), targets, func(i int) bool { return targets[i] != nil && pool[i].Available() })
+		i = pick(v, g, func(i int) bool { return v.target(i) != nil && pool[i].Available() }, now)
 	}
 	if i < 0 {
 		return nil
 	}
-	t := targets[i]
+	t := v.target(i)
 	if at == nil {
 		at = &attempt{group: g}
 		caddyhttp.SetVar(r.Context(), varAttempt, at)
@@ -149,15 +153,100 @@ func (p *SelectionPolicy) Select(pool reverseproxy.UpstreamPool, r *http.Request
 	}
 	at.tried = append(at.tried, t)
 	at.lease.Store(t.Acquire())
+	if stick != nil && w != nil {
+		stick.setCookies(w, p.reg.Keyring(), g.Name(), t, now)
+	}
 	return pool[i]
 }
 
-func pick(snap *targetgroup.Snapshot, g *targetgroup.Group, n int, targets []*targetgroup.Target, ok func(int) bool) int {
-	switch snap.Spec.Attributes.Algorithm {
+// view maps the pool reverse_proxy hands to Select onto the snapshot's
+// targets. The pool is normally built from this very snapshot, in order,
+// and then costs nothing to map.
+type view struct {
+	snap    *targetgroup.Snapshot
+	n       int
+	aligned bool
+	targets []*targetgroup.Target // only when not aligned
+}
+
+func newView(snap *targetgroup.Snapshot, pool reverseproxy.UpstreamPool) view {
+	v := view{snap: snap, n: len(pool), aligned: len(pool) == len(snap.Routable)}
+	for i := 0; v.aligned && i < len(pool); i++ {
+		v.aligned = snap.Routable[i].Dial() == pool[i].Dial
+	}
+	if !v.aligned {
+		v.targets = make([]*targetgroup.Target, len(pool))
+		for i, u := range pool {
+			v.targets[i] = snap.ByDial(u.Dial)
+		}
+	}
+	return v
+}
+
+func (v view) target(i int) *targetgroup.Target {
+	if v.aligned {
+		return v.snap.Routable[i]
+	}
+	return v.targets[i]
+}
+
+// poolIndex is the pool position of routable target si, or -1.
+func (v view) poolIndex(si int) int {
+	if si < 0 || v.aligned {
+		return si
+	}
+	want := v.snap.Routable[si]
+	for i, t := range v.targets {
+		if t == want {
+			return i
+		}
+	}
+	return -1
+}
+
+// rampFactor is the slow start share of pool candidate i at now.
+func (v view) rampFactor(i int, now time.Time) float64 {
+	t := v.target(i)
+	if t == nil {
+		return 1
+	}
+	si := v.snap.Index(t.Key())
+	if since, in := v.snap.SlowStartSince(si, now); in {
+		return selection.SlowStartFactor(now, since, v.snap.SlowStart)
+	}
+	return 1
+}
+
+// pickRoutable applies the group's algorithm to the snapshot's routable
+// targets themselves (layer 4 picks from them without a pool).
+func pickRoutable(snap *targetgroup.Snapshot, g *targetgroup.Group, ok func(int) bool) int {
+	return pick(view{snap: snap, n: len(snap.Routable), aligned: true}, g, ok, time.Now())
+}
+
+// pick applies the group's algorithm to the acceptable candidates.
+func pick(v view, g *targetgroup.Group, ok func(int) bool, now time.Time) int {
+	next := func() uint64 { return g.RR.Add(1) - 1 }
+	switch v.snap.Spec.Attributes.Algorithm {
 	case targetgroup.AlgorithmLeastOutstandingRequests:
-		return selection.LeastOutstanding(n, g.RR.Add(1)-1, func(i int) int64 { return targets[i].InFlight() }, ok)
+		return selection.LeastOutstanding(v.n, next(), func(i int) int64 { return v.target(i).InFlight() }, ok)
+	case targetgroup.AlgorithmWeightedRandom:
+		if v.snap.Weights == nil || !v.aligned {
+			return selection.RoundRobin(v.n, uint64(selection.Uniform()*float64(v.n)), ok)
+		}
+		last := -1
+		for range v.n {
+			i := v.snap.Weights.Pick(selection.Uniform(), ok)
+			if i < 0 || !v.snap.AnySlowStart || selection.AcceptRR(v.rampFactor(i, now), selection.Uniform()) {
+				return i
+			}
+			last = i
+		}
+		return last
 	default:
-		return selection.RoundRobin(n, g.RR.Add(1)-1, ok)
+		if !v.snap.AnySlowStart {
+			return selection.RoundRobin(v.n, next(), ok)
+		}
+		return selection.RoundRobinRamp(v.n, next, func(i int) float64 { return v.rampFactor(i, now) }, ok, selection.Uniform)
 	}
 }
 

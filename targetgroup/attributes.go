@@ -21,6 +21,7 @@ const (
 	AttrStickinessType               = "stickiness.type"
 	AttrLBCookieDuration             = "stickiness.lb_cookie.duration_seconds"
 	AttrAppCookieName                = "stickiness.app_cookie.cookie_name"
+	AttrLBCookieName                 = "stickiness.lb_cookie.cookie_name"
 	AttrAppCookieDuration            = "stickiness.app_cookie.duration_seconds"
 	AttrPreserveClientIP             = "preserve_client_ip.enabled"
 	AttrProxyProtocolV2              = "proxy_protocol_v2.enabled"
@@ -94,6 +95,9 @@ var attrDefs = []attrDef{
 		return "lb_cookie"
 	}, oneOf("lb_cookie", "app_cookie", "source_ip")},
 	{AttrLBCookieDuration, famALB, constant("86400"), intIn(1, 604800)},
+	// Our addition: ALB's cookie is always AWSALB, which clashes when two
+	// layers of load balancers both stick (the ALB document warns of it).
+	{AttrLBCookieName, famALB, constant("AWSALB"), checkCookieName},
 	{AttrAppCookieName, famALB, constant(""), checkAppCookieName},
 	{AttrAppCookieDuration, famALB, constant("86400"), intIn(1, 604800)},
 	{AttrPreserveClientIP, famNLB, func(c *GroupConfig) string {
@@ -160,6 +164,7 @@ type Attributes struct {
 	StickinessEnabled         bool
 	StickinessType            string
 	LBCookieDuration          time.Duration
+	LBCookieName              string
 	AppCookieName             string
 	AppCookieDuration         time.Duration
 	PreserveClientIP          bool
@@ -230,6 +235,7 @@ func parseAttributes(c *GroupConfig, m map[string]string) (Attributes, error) {
 		StickinessEnabled:         m[AttrStickinessEnabled] == "true",
 		StickinessType:            m[AttrStickinessType],
 		LBCookieDuration:          seconds(m[AttrLBCookieDuration]),
+		LBCookieName:              m[AttrLBCookieName],
 		AppCookieName:             m[AttrAppCookieName],
 		AppCookieDuration:         seconds(m[AttrAppCookieDuration]),
 		PreserveClientIP:          m[AttrPreserveClientIP] == "true",
@@ -334,8 +340,12 @@ func checkAppCookieName(v string) error {
 			return fmt.Errorf("the prefixes AWSALB, AWSALBAPP and AWSALBTG are reserved for the load balancer")
 		}
 	}
-	// A cookie name must be an RFC 7230 token; net/http drops anything else.
-	if len(v) > 256 || (&http.Cookie{Name: v, Value: "x"}).Valid() != nil {
+	return checkCookieName(v)
+}
+
+// checkCookieName requires an RFC 7230 token: net/http drops anything else.
+func checkCookieName(v string) error {
+	if v == "" || len(v) > 256 || (&http.Cookie{Name: v, Value: "x"}).Valid() != nil {
 		return fmt.Errorf("must be a valid cookie name of at most 256 characters")
 	}
 	return nil

@@ -66,6 +66,7 @@ type Snapshot struct {
 	FailOpen bool
 	byDial   map[string]*Target
 	byKey    map[TargetKey]int // index in Routable
+	healthyN int               // Routable[:healthyN] are healthy
 
 	// Weights of the routable targets for weighted_random.
 	Weights *selection.Weights
@@ -88,6 +89,10 @@ type Snapshot struct {
 func (s *Snapshot) inZone(az string) bool {
 	return s.Zone == "" || az == "" || az == "all" || az == s.Zone
 }
+
+// IsHealthy reports whether routable target i is healthy (or unchecked with
+// health checks off) rather than routed to by fail-open.
+func (s *Snapshot) IsHealthy(i int) bool { return i >= 0 && i < s.healthyN }
 
 // Index finds a routable target by its (id, port); -1 when not routable.
 func (s *Snapshot) Index(k TargetKey) int {
@@ -213,6 +218,7 @@ func (g *Group) publish() {
 		s.Total++
 	}
 	s.Routable = healthy
+	s.healthyN = len(healthy)
 	a := g.spec.Attributes
 	if s.Unavailable == 0 && len(unhealthy) > 0 {
 		// AWS: below either threshold, route to every checked target, the

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
+	"github.com/caddy-targetgroup/caddy-targetgroup/selection"
 )
 
 // registries holds the one live Registry of the process. Every loaded
@@ -39,6 +40,10 @@ type Registry struct {
 	store   atomic.Pointer[certmagic.Storage]
 	limits  atomic.Pointer[Limits]
 	zone    atomic.Pointer[string]
+	keyring atomic.Pointer[selection.Keyring]
+	keyMu   sync.Mutex
+	memKeys []selection.Key // the ring's keys, guarded by keyMu
+	stop    chan struct{}   // closed by Destruct; ends background loops
 
 	logger  *zap.Logger
 	sched   *healthcheck.Scheduler
@@ -68,6 +73,7 @@ func newRegistry(logger *zap.Logger) *Registry {
 		prober: healthcheck.NewProber(),
 		clock:  realClock{},
 		tokens: map[string]string{},
+		stop:   make(chan struct{}),
 	}
 	limits := Limits{}.withDefaults()
 	r.limits.Store(&limits)
@@ -89,6 +95,7 @@ func (r *Registry) Destruct() error {
 	}
 	if r.started {
 		r.sched.Stop()
+		close(r.stop)
 	}
 	r.prober.Close()
 	return nil
@@ -211,6 +218,10 @@ func (r *Registry) apply(a *App) {
 	if !r.started {
 		r.sched.Start()
 		r.started = true
+		if err := r.rotateKeys(); err != nil {
+			r.logger.Error("loading sticky cookie keys; lb_cookie stickiness is off until they load", zap.Error(err))
+		}
+		go r.rotateLoop(r.stop)
 	}
 	current.Store(r)
 }
