@@ -128,7 +128,11 @@ func (p *SelectionPolicy) Select(pool reverseproxy.UpstreamPool, r *http.Request
 	now := time.Now()
 	stick := stickinessOf(snap.Spec)
 	i := -1
-	if stick != nil {
+	if pre, _ := caddyhttp.GetVar(r.Context(), varPreselected).(bool); pre && from == name {
+		// The source picked already and put its pick first.
+		i = selection.RoundRobin(v.n, 0, fresh)
+	}
+	if i < 0 && stick != nil {
 		i = stick.pinned(r, p.reg.Keyring(), g.Name(), v, fresh, now)
 	}
 	if i < 0 {
@@ -215,6 +219,22 @@ func (v view) rampFactor(i int, now time.Time) float64 {
 		return selection.SlowStartFactor(now, since, v.snap.SlowStart)
 	}
 	return 1
+}
+
+// preselect applies stickiness and the group's algorithm to every routable
+// target of snap, for a source that hands reverse_proxy only a few of them.
+// It returns an index in snap.Routable, or -1.
+func preselect(r *http.Request, reg *targetgroup.Registry, g *targetgroup.Group, snap *targetgroup.Snapshot) int {
+	at, _ := caddyhttp.GetVar(r.Context(), varAttempt).(*attempt)
+	ok := func(i int) bool { return at == nil || !slices.Contains(at.tried, snap.Routable[i]) }
+	v := view{snap: snap, n: len(snap.Routable), aligned: true}
+	now := time.Now()
+	if stick := stickinessOf(snap.Spec); stick != nil {
+		if i := stick.pinned(r, reg.Keyring(), g.Name(), v, ok, now); i >= 0 {
+			return i
+		}
+	}
+	return pick(v, g, ok, now)
 }
 
 // pickRoutable applies the group's algorithm to the snapshot's routable

@@ -225,3 +225,42 @@ func TestWeightedRandomFollowsWeights(t *testing.T) {
 		t.Fatalf("light got %d of %d, want %d ± %.0f", got["light"], n, n/4, 5*sigma)
 	}
 }
+
+// TestLargeGroupSpreadsAndSticks covers groups larger than the few upstreams
+// the source hands reverse_proxy per request: round robin still reaches
+// every target evenly, and a sticky cookie still pins any of them.
+func TestLargeGroupSpreadsAndSticks(t *testing.T) {
+	var bs []*backend
+	for i := 0; i < 20; i++ {
+		bs = append(bs, newBackend(t, fmt.Sprintf("b%02d", i)))
+	}
+	in := startCaddy(t, groupConfig(`"stickiness.enabled": "false"`))
+	registerHealthy(t, in, bs...)
+	got := spread(t, in, 400, bs...)
+	for _, b := range bs {
+		if got[b.name] != 20 {
+			t.Fatalf("round robin over 20 targets: %v", got)
+		}
+	}
+
+	// Turn stickiness on with a reload: the registrations stay.
+	if err := in.load(groupConfig(`"stickiness.enabled": "true"`)); err != nil {
+		t.Fatal(err)
+	}
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar}
+	var first string
+	for i := 0; i < 30; i++ {
+		resp, err := client.Get("http://" + in.http + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if i == 0 {
+			first = string(body)
+		} else if string(body) != first {
+			t.Fatalf("request %d went to %s, not %s", i, body, first)
+		}
+	}
+}

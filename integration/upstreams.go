@@ -25,6 +25,9 @@ func init() {
 const (
 	varSnapshot = "target_group.snapshot" // *targetgroup.Snapshot the upstreams were built from
 	varGroup    = "target_group.group"    // name of the group the upstreams came from
+	// true when the source already applied the group's algorithm and put
+	// its pick first in the pool
+	varPreselected = "target_group.preselected"
 )
 
 // UpstreamSource is the `http.reverse_proxy.upstreams.target_group` module:
@@ -75,12 +78,29 @@ func (u *UpstreamSource) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream
 	}
 	caddyhttp.SetVar(r.Context(), varSnapshot, snap)
 	caddyhttp.SetVar(r.Context(), varGroup, u.Group)
-	ups := make([]*reverseproxy.Upstream, len(snap.Routable))
-	for i, t := range snap.Routable {
-		ups[i] = &reverseproxy.Upstream{Dial: t.Dial()}
+	n := len(snap.Routable)
+	first := 0
+	preselected := n > maxUpstreams
+	if preselected {
+		if first = preselect(r, u.reg, g, snap); first < 0 {
+			first, preselected = 0, false
+		} else {
+			n = maxUpstreams
+		}
+	}
+	caddyhttp.SetVar(r.Context(), varPreselected, preselected)
+	ups := make([]*reverseproxy.Upstream, n)
+	for k := range ups {
+		ups[k] = &reverseproxy.Upstream{Dial: snap.Routable[(first+k)%len(snap.Routable)].Dial()}
 	}
 	return ups, nil
 }
+
+// maxUpstreams bounds the upstreams handed to reverse_proxy per try: it
+// provisions every one of them (under a process-wide lock) each time, so a
+// larger group is narrowed here to the target the group's algorithm picks,
+// followed by the next ones in order as fallbacks for the selection policy.
+const maxUpstreams = 8
 
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens:
 //
