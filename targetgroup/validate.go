@@ -361,7 +361,12 @@ func normalizeHealthCheck(c *GroupConfig) (HealthCheckSpec, error) {
 			def = "200-399"
 		}
 		if grpc {
+			// 12 (UNIMPLEMENTED) lets any live gRPC server pass ALB's default
+			// method; the standard health service answers 0 when SERVING.
 			field, spec, def = "health_check.matcher.grpc_code", &m.GRPCCode, "12"
+			if hc.Path == grpcHealthCheck {
+				def = "0"
+			}
 		}
 		if *spec == "" {
 			*spec = def
@@ -396,6 +401,9 @@ func groupKind(c *GroupConfig) string {
 	}
 	return c.Protocol
 }
+
+// grpcHealthCheck is the method of the standard gRPC health service.
+const grpcHealthCheck = "/grpc.health.v1.Health/Check"
 
 // checkPath accepts what AWS accepts: a path beginning with "/", at most
 // 1024 characters of URI characters (for gRPC: /package.service/method).
