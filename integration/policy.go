@@ -58,6 +58,7 @@ func (p *SelectionPolicy) Provision(ctx caddy.Context) error {
 type attempt struct {
 	group *targetgroup.Group
 	lease atomic.Pointer[targetgroup.Lease] // the current try's target
+	start atomic.Int64                      // when the current try began (UnixNano)
 	tried []*targetgroup.Target             // request goroutine only
 	done  atomic.Bool
 }
@@ -65,6 +66,7 @@ type attempt struct {
 // retry ends the current try, which failed since reverse_proxy tries again.
 func (at *attempt) retry() {
 	if l := at.lease.Load(); l != nil {
+		at.group.ObserveRequest(l.Target(), at.elapsed(), true)
 		at.group.ReportProxyResult(l.Target(), true, "the request failed and was retried on another target")
 		l.Release()
 	}
@@ -78,9 +80,14 @@ func (at *attempt) finish(failed bool, desc string) {
 		return
 	}
 	if l := at.lease.Load(); l != nil {
+		at.group.ObserveRequest(l.Target(), at.elapsed(), failed)
 		at.group.ReportProxyResult(l.Target(), failed, desc)
 		l.Release()
 	}
+}
+
+func (at *attempt) elapsed() time.Duration {
+	return time.Duration(time.Now().UnixNano() - at.start.Load())
 }
 
 // upstreamStatus reads the status the target answered, which reverse_proxy
@@ -156,6 +163,7 @@ func (p *SelectionPolicy) Select(pool reverseproxy.UpstreamPool, r *http.Request
 		at.retry()
 	}
 	at.tried = append(at.tried, t)
+	at.start.Store(now.UnixNano())
 	at.lease.Store(t.Acquire())
 	if stick != nil && w != nil {
 		stick.setCookies(w, p.reg.Keyring(), g.Name(), t, now)
@@ -253,8 +261,9 @@ func pick(v view, g *targetgroup.Group, ok func(int) bool, now time.Time) int {
 		if v.snap.Weights == nil || !v.aligned {
 			return selection.RoundRobin(v.n, uint64(selection.Uniform()*float64(v.n)), ok)
 		}
+		// Slow start by rejection, as RoundRobinRamp does, with as few draws.
 		last := -1
-		for range v.n {
+		for range min(v.n, 16) {
 			i := v.snap.Weights.Pick(selection.Uniform(), ok)
 			if i < 0 || !v.snap.AnySlowStart || selection.AcceptRR(v.rampFactor(i, now), selection.Uniform()) {
 				return i

@@ -23,8 +23,11 @@ package selection
 // fails authentication on any other. The tag only lets Open tell "another
 // group's cookie" (normal when groups share the AWSALB name) from tampering
 // without spending a decryption on it; it is not a secret and not a check.
-// A typical value (instance id i-0123456789abcdef0, port 8080) is 97
-// characters; an IPv4 target (10.0.1.23) 86.
+//
+// Length: 51 bytes (with key ids below 128 and the expiry's varint at 5
+// bytes, true until 2106) plus the port's varint (1–3 bytes) and the target
+// id, times 4/3: 96 characters for an instance (i-0123456789abcdef0, port
+// 8080), 82 for an IPv4 target (10.0.1.23, port 80).
 //
 // Why XChaCha20-Poly1305 rather than AES-256-GCM: like ALB, the caller
 // re-seals the cookie on every response (to slide its expiry), so a busy

@@ -249,7 +249,7 @@ func (g *Group) publish() {
 			s.AnySlowStart = true
 		}
 		if weights != nil {
-			weights[i] = float64(max(t.cfg.Weight, 1))
+			weights[i] = float64(max(t.cfg.Weight, 1)) * t.multiplier()
 		}
 	}
 	if a.Algorithm == AlgorithmWeightedRandom {
@@ -583,11 +583,52 @@ func (g *Group) observe(t *Target, spec *Spec, res healthcheck.Result, invalid e
 	}
 }
 
+// mitigate runs anomaly mitigation over the group's live targets and
+// republishes when a multiplier changed. Only the registry's mitigation
+// loop calls it, never concurrently with itself.
+func (g *Group) mitigate(now time.Time) {
+	g.lock()
+	defer g.unlock()
+	if !g.spec.Attributes.AnomalyMitigation {
+		return
+	}
+	var ts []*Target
+	for _, t := range g.sortedTargets() {
+		if t.state != StateDraining {
+			ts = append(ts, t)
+		}
+	}
+	stats := make([]*selection.Stats, len(ts))
+	for i, t := range ts {
+		stats[i] = &t.stats
+	}
+	changed := false
+	for i, m := range selection.Mitigate(stats, now) {
+		if ts[i].mult != m {
+			ts[i].mult, changed = m, true
+		}
+	}
+	if changed {
+		g.publish()
+	}
+}
+
+// ObserveRequest feeds anomaly detection with one proxied request to t. It
+// takes no lock.
+func (g *Group) ObserveRequest(t *Target, latency time.Duration, failed bool) {
+	if t != nil && g.Spec().Attributes.AnomalyMitigation {
+		t.stats.Observe(latency, failed)
+	}
+}
+
 // ReportProxyResult feeds passive health: the outcome of one proxied request
 // to t. It takes no lock unless the target must turn unhealthy.
 func (g *Group) ReportProxyResult(t *Target, failed bool, desc string) {
+	if t == nil {
+		return
+	}
 	n := g.Spec().HealthCheck.PassiveThreshold
-	if n == 0 || t == nil {
+	if n == 0 {
 		return
 	}
 	if !failed {

@@ -95,3 +95,20 @@ func (r *Registry) rotateLoop(stop <-chan struct{}) {
 		}
 	}
 }
+
+// mitigateLoop runs anomaly mitigation for the groups that ask for it.
+func (r *Registry) mitigateLoop(stop <-chan struct{}) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			now := r.clock.Now()
+			for _, g := range r.Groups() {
+				g.mitigate(now)
+			}
+		}
+	}
+}

@@ -70,6 +70,15 @@ type TargetHealthDescription struct {
 	InFlight int64 `json:"in_flight"`
 	// Seconds left of the target's slow start, when it is in slow start.
 	SlowStartRemainingSeconds int `json:"slow_start_remaining_seconds,omitempty"`
+	// Anomaly detection of weighted_random groups, as AWS reports it.
+	AnomalyDetection *AnomalyDetection `json:"anomaly_detection,omitempty"`
+}
+
+// AnomalyDetection says whether a target's error rate or latency stands
+// out from the others', and whether its share of traffic is lowered.
+type AnomalyDetection struct {
+	Result             string `json:"result"`               // anomalous or normal
+	MitigationInEffect string `json:"mitigation_in_effect"` // yes or no
 }
 
 // TargetHealth is a target's state with its AWS reason code.
@@ -134,6 +143,16 @@ func (g *Group) DescribeTargetHealth(keys ...TargetKey) []TargetHealthDescriptio
 			HealthCheckPort: port,
 			TargetHealth:    TargetHealth{State: t.state, Reason: t.reason, Description: t.description},
 			InFlight:        t.inflight.Load(),
+		}
+		if g.spec.Attributes.Algorithm == AlgorithmWeightedRandom {
+			anomalous, mitigated := t.stats.Anomaly()
+			d.AnomalyDetection = &AnomalyDetection{Result: "normal", MitigationInEffect: "no"}
+			if anomalous {
+				d.AnomalyDetection.Result = "anomalous"
+			}
+			if mitigated || t.multiplier() < 1 {
+				d.AnomalyDetection.MitigationInEffect = "yes"
+			}
 		}
 		if dur := g.spec.Attributes.SlowStart; t.state == StateHealthy && t.inSlowStart(now, dur) {
 			d.SlowStartRemainingSeconds = int(math.Ceil((dur - now.Sub(t.slowStartSince)).Seconds()))

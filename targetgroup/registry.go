@@ -222,6 +222,7 @@ func (r *Registry) apply(a *App) {
 			r.logger.Error("loading sticky cookie keys; lb_cookie stickiness is off until they load", zap.Error(err))
 		}
 		go r.rotateLoop(r.stop)
+		go r.mitigateLoop(r.stop)
 	}
 	current.Store(r)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
+	"github.com/caddy-targetgroup/caddy-targetgroup/selection"
 )
 
 // State is a target's health state as DescribeTargetHealth reports it.
@@ -60,6 +61,8 @@ type Target struct {
 	draining atomic.Bool
 	// consecutive failed proxied requests, for passive health
 	proxyFails atomic.Int32
+	// request outcomes, for anomaly mitigation
+	stats selection.Stats
 
 	// Open layer 4 connections, closed when the group's attributes ask for
 	// it (end of the deregistration delay, target turned unhealthy).
@@ -81,6 +84,7 @@ type Target struct {
 	slowStartSince time.Time
 	noSlowStart    bool
 	drainTimer     stopper
+	mult           float64 // anomaly mitigation's weight multiplier; 0 means 1
 	// unhealthyTimer ends unhealthy.draining
 	unhealthyTimer stopper
 }
@@ -93,6 +97,13 @@ func newTarget(g *Group, cfg TargetConfig, o owner, now time.Time) *Target {
 		t.dial = cfg.ID
 	}
 	return t
+}
+
+func (t *Target) multiplier() float64 {
+	if t.mult == 0 {
+		return 1
+	}
+	return t.mult
 }
 
 // Key is the target's (id, port).
