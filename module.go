@@ -15,6 +15,8 @@
 //     the group's algorithm and counts requests in flight per target.
 //   - http.handlers.target_group: a reverse_proxy wired to one group, with
 //     the transport its protocol asks for.
+//   - layer4.handlers.target_group: proxies TCP, TLS and UDP connections of
+//     caddy-l4's layer4 app to a group's targets.
 //
 // The Caddyfile syntax (the target_groups global option and the
 // target_group directive) is registered by the caddyfile package.

@@ -44,7 +44,7 @@ func TestBuiltBinary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("list-modules: %v\n%s", err, out)
 	}
-	for _, id := range []string{"target_groups", "admin.api.target_groups", "http.reverse_proxy.upstreams.target_group", "http.reverse_proxy.selection_policies.target_group", "http.handlers.target_group"} {
+	for _, id := range []string{"target_groups", "admin.api.target_groups", "http.reverse_proxy.upstreams.target_group", "http.reverse_proxy.selection_policies.target_group", "http.handlers.target_group", "layer4.handlers.target_group"} {
 		if !strings.Contains(string(out)+"\n", "\n"+id+"\n") && !strings.HasPrefix(string(out), id+"\n") {
 			t.Errorf("caddy list-modules lacks %s", id)
 		}

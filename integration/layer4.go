@@ -1,0 +1,590 @@
+package integration
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/mholt/caddy-l4/layer4"
+	"github.com/pires/go-proxyproto"
+	"go.uber.org/zap"
+
+	"github.com/caddy-targetgroup/caddy-targetgroup/selection"
+	"github.com/caddy-targetgroup/caddy-targetgroup/targetgroup"
+)
+
+func init() {
+	caddy.RegisterModule(new(Layer4Handler))
+}
+
+// Layer4Handler is the `layer4.handlers.target_group` module: the Network
+// Load Balancer part of target groups. Inside a route of the layer4 app
+// (github.com/mholt/caddy-l4) it proxies each connection, or each UDP flow,
+// to one routable target of a TCP, TLS, UDP or TCP_UDP group. It is
+// terminal: handlers after it never run.
+//
+// Every new TCP connection and every new UDP flow (the datagrams of one
+// client address, until the layer4 server's idle_timeout passes without
+// one) is one selection, pinned to its target for its lifetime, with the
+// group's load_balancing.algorithm.type as for HTTP groups: round_robin by
+// default, least_outstanding_requests picks the target with the fewest
+// open connections. With stickiness.enabled (type source_ip) a client IP
+// address always goes to the same target while that target stays
+// routable (rendezvous hashing: when targets come or go, only the clients
+// of those targets move). A target that refuses the connection is skipped
+// and the next one tried, at most three in all.
+//
+// The group's protocol says how targets are reached: TCP and UDP as such,
+// TLS over TLS without verifying the target's certificate, and TCP_UDP
+// over the network the client came in on. TLS towards clients is the job
+// of caddy-l4's own `tls` handler placed before this one; for TLS
+// passthrough, use a TCP group.
+//
+// Each connection counts in its target's in_flight (DescribeTargetHealth)
+// while it is open. When the target's deregistration delay ends with
+// deregistration_delay.connection_termination.enabled, or the target turns
+// unhealthy with target_health_state.unhealthy.connection_termination.enabled,
+// its connections are closed on both sides; otherwise they run until
+// either end closes them.
+//
+// proxy_protocol_v2.enabled sends a PROXY protocol v2 header before any
+// payload (for UDP, in front of every datagram; for TLS groups, before the
+// TLS handshake): the client's address as source and the address the
+// client reached Caddy on as destination (for UDP, the listener's own
+// address, which is the wildcard address if Caddy listens on one).
+//
+// preserve_client_ip.enabled: Caddy opens its own connections to targets,
+// from its own address. Making them appear to come from the client's
+// address would take privileges (transparent sockets and policy routing)
+// that Caddy does not use, so a target always sees Caddy's address as the
+// source, whatever the attribute says; the attribute is accepted and
+// reported, and changes nothing here. Enable proxy_protocol_v2 to tell
+// targets the client's address.
+type Layer4Handler struct {
+	// The target group to proxy to.
+	Group string `json:"group,omitempty"`
+
+	// How long to wait for a target to accept a connection (and, for TLS
+	// groups, to complete the handshake) before trying the next one.
+	// Default: 10s.
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+
+	reg       *targetgroup.Registry
+	logger    *zap.Logger
+	tlsConfig *tls.Config
+}
+
+// CaddyModule returns the Caddy module information.
+func (*Layer4Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "layer4.handlers.target_group",
+		New: func() caddy.Module { return new(Layer4Handler) },
+	}
+}
+
+const (
+	defaultDialTimeout = 10 * time.Second
+	// maxDialAttempts bounds how many targets one connection tries.
+	maxDialAttempts = 3
+	// Datagram buffers: caddy-l4 hands over client datagrams of at most
+	// 9000 bytes; a target's reply may be as large as UDP allows.
+	maxClientDatagram = 9000
+	maxTargetDatagram = 65535
+)
+
+// stickySeed keys source_ip stickiness. It lives as long as the process, so
+// that clients keep their target across config reloads.
+var stickySeed = maphash.MakeSeed()
+
+// Provision loads the target_groups app and checks that a group the config
+// declares is a layer 4 one.
+func (h *Layer4Handler) Provision(ctx caddy.Context) error {
+	if h.Group == "" {
+		return errors.New("layer4 target_group handler: group is required")
+	}
+	h.logger = ctx.Logger()
+	if h.DialTimeout == 0 {
+		h.DialTimeout = caddy.Duration(defaultDialTimeout)
+	}
+	reg, err := registryOf(ctx, h.Group)
+	if err != nil {
+		return err
+	}
+	h.reg = reg
+	appIface, _ := ctx.App("target_groups")
+	if spec := appIface.(*targetgroup.App).DeclaredSpec(h.Group); spec != nil && !spec.Layer4() {
+		return fmt.Errorf("layer4 target_group handler: group %q has protocol %s; use reverse_proxy or the http target_group handler for it", h.Group, spec.Config.Protocol)
+	}
+	h.tlsConfig = &tls.Config{
+		// As AWS load balancers do, targets are not authenticated: they may
+		// use self-signed or expired certificates. The path to the target is
+		// the operator's own network (on AWS, a VPC that authenticates every
+		// packet); TLS here is for confidentiality, not identity.
+		InsecureSkipVerify: true, //nolint:gosec // see above
+		MinVersion:         tls.VersionTLS12,
+		ClientSessionCache: tls.NewLRUClientSessionCache(0),
+	}
+	return nil
+}
+
+// Validate checks the handler's settings.
+func (h *Layer4Handler) Validate() error {
+	if h.DialTimeout < 0 {
+		return fmt.Errorf("layer4 target_group handler: dial_timeout %s is negative", time.Duration(h.DialTimeout))
+	}
+	return nil
+}
+
+// Handle proxies the connection to a target of the group and returns once
+// both directions are done. It is terminal: next is never called.
+func (h *Layer4Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
+	g := h.reg.Group(h.Group)
+	if g == nil {
+		h.logger.Warn("closing connection: target group does not exist",
+			zap.String("group", h.Group), zap.String("remote", cx.RemoteAddr().String()))
+		return nil
+	}
+	snap := g.Snapshot()
+	packet := isPacketConn(cx)
+	network, err := targetNetwork(snap.Spec, packet)
+	if err != nil {
+		h.logger.Warn("closing connection", zap.String("group", h.Group), zap.String("remote", cx.RemoteAddr().String()), zap.Error(err))
+		return nil
+	}
+	if len(snap.Routable) == 0 {
+		h.logger.Warn("closing connection: no routable target",
+			zap.String("group", h.Group), zap.String("remote", cx.RemoteAddr().String()),
+			zap.String("reason", snap.NoTargetReason(h.Group)))
+		return nil
+	}
+
+	var header []byte
+	if snap.Spec.Attributes.ProxyProtocolV2 {
+		if header, err = proxyproto.HeaderProxyFromAddrs(2, cx.RemoteAddr(), cx.LocalAddr()).Format(); err != nil {
+			h.logger.Error("closing connection: building the PROXY protocol header", zap.String("group", h.Group), zap.String("remote", cx.RemoteAddr().String()), zap.Error(err))
+			return nil
+		}
+	}
+
+	f := &flow{down: cx, packet: packet}
+	clientIP := clientIP(cx.RemoteAddr())
+	var tried []*targetgroup.Target
+	var failures []error
+	for len(tried) < maxDialAttempts {
+		t := h.choose(snap, g, clientIP, tried)
+		if t == nil {
+			break
+		}
+		tried = append(tried, t)
+		err := h.serve(g, t, f, network, header, snap.Spec.Config.Protocol == targetgroup.ProtocolTLS)
+		if err == nil || f.isTerminated() {
+			return nil
+		}
+		failures = append(failures, fmt.Errorf("%s: %w", t.Dial(), err))
+	}
+	h.logger.Error("closing connection: no target accepted it",
+		zap.String("group", h.Group),
+		zap.String("network", network),
+		zap.String("remote", cx.RemoteAddr().String()),
+		zap.Error(errors.Join(failures...)))
+	return nil
+}
+
+// serve dials t and, once connected, relays the flow until it ends. It
+// returns an error only when the target could not be reached.
+func (h *Layer4Handler) serve(g *targetgroup.Group, t *targetgroup.Target, f *flow, network string, header []byte, useTLS bool) error {
+	// The lease and the tracking start before the dial: a connection in
+	// progress counts for least_outstanding_requests, and one the registry
+	// closes while it is being dialed is abandoned.
+	lease := t.Acquire()
+	defer lease.Release()
+	untrack := t.TrackConn(f)
+	defer untrack()
+
+	start := time.Now()
+	up, raw, err := h.dial(network, t, header, useTLS)
+	if err == nil && !f.attach(raw) {
+		_ = raw.Close()
+		return errors.New("connection terminated while it was being dialed")
+	}
+	if err != nil {
+		g.ReportProxyResult(t, true, err.Error())
+		if ce := h.logger.Check(zap.DebugLevel, "target did not accept the connection"); ce != nil {
+			ce.Write(zap.String("group", h.Group), zap.String("target", t.Dial()), zap.Error(err))
+		}
+		return err
+	}
+	g.ReportProxyResult(t, false, "")
+	defer up.Close()
+
+	var sent, received int64
+	if f.packet {
+		sent, received, err = relayPackets(f, up, header)
+	} else {
+		sent, received, err = relayStream(f, up)
+	}
+	if ce := h.logger.Check(zap.DebugLevel, "connection closed"); ce != nil {
+		ce.Write(
+			zap.String("group", h.Group),
+			zap.String("network", network),
+			zap.String("remote", f.down.RemoteAddr().String()),
+			zap.String("target", t.Dial()),
+			zap.Int64("bytes_to_target", sent),
+			zap.Int64("bytes_from_target", received),
+			zap.Duration("duration", time.Since(start)),
+			zap.Bool("terminated", f.isTerminated()),
+			zap.Error(err))
+	}
+	return nil
+}
+
+// choose picks a target not tried yet: by source IP when the group is
+// sticky, else with the group's algorithm.
+func (h *Layer4Handler) choose(snap *targetgroup.Snapshot, g *targetgroup.Group, clientIP string, tried []*targetgroup.Target) *targetgroup.Target {
+	ts := snap.Routable
+	ok := func(i int) bool { return !slices.Contains(tried, ts[i]) }
+	var i int
+	if a := snap.Spec.Attributes; a.StickinessEnabled && a.StickinessType == "source_ip" {
+		i = selection.Rendezvous(stickySeed, clientIP, len(ts), func(i int) string { return ts[i].Key().String() }, ok)
+	} else {
+		i = pickRoutable(snap, g, ok)
+	}
+	if i < 0 {
+		return nil
+	}
+	return ts[i]
+}
+
+// dial connects to t, sends the PROXY header on a stream and, for TLS
+// groups, completes the TLS handshake. It returns the connection to relay
+// through and the raw socket under it.
+func (h *Layer4Handler) dial(network string, t *targetgroup.Target, header []byte, useTLS bool) (up, raw net.Conn, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(h.DialTimeout))
+	defer cancel()
+	var d net.Dialer
+	raw, err = d.DialContext(ctx, network, t.Dial())
+	if err != nil {
+		return nil, nil, err
+	}
+	if network == "udp" {
+		return raw, raw, nil
+	}
+	if len(header) > 0 {
+		// Before anything else, TLS handshake included (as HAProxy's
+		// accept-proxy and AWS expect).
+		if _, err := raw.Write(header); err != nil {
+			_ = raw.Close()
+			return nil, nil, fmt.Errorf("sending the PROXY protocol header: %w", err)
+		}
+	}
+	if !useTLS {
+		return raw, raw, nil
+	}
+	cfg := h.tlsConfig
+	if host, _, err := net.SplitHostPort(t.Dial()); err == nil {
+		if _, err := netip.ParseAddr(host); err != nil {
+			cfg = cfg.Clone()
+			cfg.ServerName = host
+		}
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tc, raw, nil
+}
+
+// targetNetwork is the network targets are dialed on: the group's, and for
+// TCP_UDP groups the one the client used.
+func targetNetwork(spec *targetgroup.Spec, packet bool) (string, error) {
+	p := spec.Config.Protocol
+	switch {
+	case !spec.Layer4():
+		return "", fmt.Errorf("target group has protocol %s, which the layer4 handler can't serve; use reverse_proxy", p)
+	case p == targetgroup.ProtocolTCPUDP && packet, p == targetgroup.ProtocolUDP && packet:
+		return "udp", nil
+	case p == targetgroup.ProtocolTCPUDP, (p == targetgroup.ProtocolTCP || p == targetgroup.ProtocolTLS) && !packet:
+		return "tcp", nil
+	case packet:
+		return "", fmt.Errorf("target group has protocol %s, which does not carry UDP", p)
+	default:
+		return "", fmt.Errorf("target group has protocol %s, which does not carry TCP", p)
+	}
+}
+
+// isPacketConn tells caddy-l4's per-client view of a UDP socket from a
+// stream connection.
+func isPacketConn(cx *layer4.Connection) bool {
+	switch a := cx.LocalAddr().(type) {
+	case *net.UDPAddr:
+		return true
+	case *net.UnixAddr:
+		return a.Net == "unixgram"
+	}
+	return false
+}
+
+func clientIP(a net.Addr) string {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.IP.String()
+	case *net.UDPAddr:
+		return a.IP.String()
+	}
+	if host, _, err := net.SplitHostPort(a.String()); err == nil {
+		return host
+	}
+	return a.String()
+}
+
+// flow is one proxied connection or UDP flow. It is what the registry
+// closes when the target's connections must end (connection termination),
+// and what either relay direction shuts when it fails.
+type flow struct {
+	down   *layer4.Connection
+	packet bool
+
+	mu         sync.Mutex
+	up         net.Conn // the raw socket to the target, once connected
+	terminated bool     // closed by the registry
+	shut       bool
+}
+
+// Close ends the flow on behalf of the registry (connection termination).
+// It only closes sockets, so that it is quick under the group's lock.
+func (f *flow) Close() error {
+	f.mu.Lock()
+	f.terminated = true
+	f.mu.Unlock()
+	f.abort()
+	return nil
+}
+
+func (f *flow) isShut() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.shut
+}
+
+func (f *flow) isTerminated() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.terminated
+}
+
+// attach records the connected target socket, unless the flow was
+// terminated while it was being dialed.
+func (f *flow) attach(up net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.terminated {
+		return false
+	}
+	f.up = up
+	return true
+}
+
+// abort closes both sides at once, which ends both relay directions. A UDP
+// flow's client side is caddy-l4's per-address view of the shared listening
+// socket, which must not be closed from another goroutine than its reader:
+// a read deadline in the past ends its reads instead, and caddy-l4 closes it
+// when Handle returns.
+func (f *flow) abort() {
+	f.mu.Lock()
+	up, already := f.up, f.shut
+	f.shut = f.up != nil
+	f.mu.Unlock()
+	if up == nil || already {
+		return
+	}
+	_ = up.Close()
+	if f.packet {
+		_ = f.down.SetReadDeadline(time.Unix(1, 0))
+		return
+	}
+	_ = rawConn(f.down.Conn).Close()
+}
+
+// rawConn is the socket under a TLS connection; closing it does not wait
+// to send a close_notify alert.
+func rawConn(c net.Conn) net.Conn {
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return c
+		}
+		c = u.NetConn()
+	}
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// halfClose tells the peer that no more data comes (TCP FIN, TLS
+// close_notify) while data may still arrive the other way.
+func halfClose(c net.Conn) error {
+	cw, ok := c.(closeWriter)
+	if !ok {
+		return fmt.Errorf("%T can't be half-closed", c)
+	}
+	return cw.CloseWrite()
+}
+
+// relayStream copies both ways until both are done. When one side finishes
+// sending, the other is half-closed and the opposite direction goes on, so
+// a response still arrives after the client half-closes. An error in
+// either direction closes both sides.
+func relayStream(f *flow, up net.Conn) (sent, received int64, err error) {
+	down := f.down
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		// Bytes read ahead while matching routes come first; after that
+		// the socket is read directly, so that TCP to TCP is spliced by the
+		// kernel.
+		if n := len(down.MatchingBytes()); n > 0 {
+			buf := make([]byte, n)
+			n, _ = io.ReadFull(down, buf)
+			var m int
+			m, err = up.Write(buf[:n])
+			sent += int64(m)
+		}
+		if err == nil {
+			var n int64
+			n, err = io.Copy(up, down.Conn)
+			sent += n
+		}
+		if err == nil {
+			err = halfClose(up)
+		}
+		if err != nil {
+			f.abort()
+		}
+		errc <- err
+	}()
+	received, err = io.Copy(down.Conn, up)
+	if err == nil {
+		err = halfClose(down.Conn)
+	}
+	if err != nil {
+		f.abort()
+	}
+	upErr := <-errc
+	return sent, received, errors.Join(err, upErr)
+}
+
+// relayPackets relays the datagrams of one UDP flow: one read of the
+// client side is one datagram. The flow ends when the client side ends
+// (caddy-l4's idle timeout) or the target socket fails.
+func relayPackets(f *flow, up net.Conn, header []byte) (sent, received int64, err error) {
+	down := f.down
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, maxTargetDatagram)
+		var err error
+		for {
+			var n int
+			n, err = up.Read(buf)
+			if n > 0 {
+				if _, werr := down.Conn.Write(buf[:n]); werr != nil {
+					err = werr
+					break
+				}
+				received += int64(n)
+			}
+			if err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+				break
+			}
+		}
+		f.abort()
+		done <- err
+	}()
+	buf := make([]byte, len(header)+maxClientDatagram)
+	copy(buf, header)
+	for {
+		var n int
+		n, err = down.Read(buf[len(header):])
+		if n > 0 {
+			// ECONNREFUSED (an ICMP port unreachable from an earlier
+			// datagram) loses that datagram only, as UDP would.
+			if _, werr := up.Write(buf[:len(header)+n]); werr != nil && !errors.Is(werr, syscall.ECONNREFUSED) {
+				err = werr
+				break
+			}
+			sent += int64(n)
+		}
+		if err != nil {
+			break
+		}
+	}
+	if errors.Is(err, io.EOF) || f.isShut() {
+		err = nil // idle timeout, or ended from the target side
+	}
+	f.abort()
+	upErr := <-done
+	if f.isTerminated() || errors.Is(upErr, net.ErrClosed) {
+		upErr = nil
+	}
+	return sent, received, errors.Join(err, upErr)
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens, inside a
+// route of the layer4 app:
+//
+//	target_group <group> {
+//		dial_timeout <duration>
+//	}
+func (h *Layer4Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume the handler name
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	h.Group = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "dial_timeout":
+			if h.DialTimeout != 0 {
+				return d.Errf("target_group: duplicate option 'dial_timeout'")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil {
+				return d.Errf("target_group: dial_timeout '%s': %v", d.Val(), err)
+			}
+			if dur <= 0 {
+				return d.Errf("target_group: dial_timeout '%s' must be positive", d.Val())
+			}
+			h.DialTimeout = caddy.Duration(dur)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("target_group: unrecognized option '%s'; the group's settings belong in the target_groups global option", d.Val())
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner     = (*Layer4Handler)(nil)
+	_ caddy.Validator       = (*Layer4Handler)(nil)
+	_ layer4.NextHandler    = (*Layer4Handler)(nil)
+	_ caddyfile.Unmarshaler = (*Layer4Handler)(nil)
+)
