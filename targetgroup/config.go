@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -240,9 +241,7 @@ func (c *GroupConfig) Clone() *GroupConfig {
 	}
 	out.Attributes = cloneMap(c.Attributes)
 	out.Tags = cloneMap(c.Tags)
-	if c.Targets != nil {
-		out.Targets = append([]TargetConfig(nil), c.Targets...)
-	}
+	out.Targets = slices.Clone(c.Targets)
 	return &out
 }
 
