@@ -59,6 +59,7 @@ type attempt struct {
 	group *targetgroup.Group
 	lease atomic.Pointer[targetgroup.Lease] // the current try's target
 	start atomic.Int64                      // when the current try began (UnixNano)
+	stop  atomic.Pointer[func() bool]       // unregisters the context hook once finished
 	tried []*targetgroup.Target             // request goroutine only
 	done  atomic.Bool
 }
@@ -78,6 +79,9 @@ func (at *attempt) retry() {
 func (at *attempt) finish(failed bool, desc string) {
 	if !at.done.CompareAndSwap(false, true) {
 		return
+	}
+	if stop := at.stop.Load(); stop != nil {
+		(*stop)() // no goroutine at the context's end: there is nothing left to do
 	}
 	if l := at.lease.Load(); l != nil {
 		at.group.ObserveRequest(l.Target(), at.elapsed(), failed)
@@ -158,7 +162,8 @@ func (p *SelectionPolicy) Select(pool reverseproxy.UpstreamPool, r *http.Request
 		caddyhttp.SetVar(r.Context(), varAttempt, at)
 		// The request's context ends when the server is done with the
 		// request, response body and upgraded connections included.
-		context.AfterFunc(r.Context(), func() { at.finish(upstreamStatus(r)) })
+		stop := context.AfterFunc(r.Context(), func() { at.finish(upstreamStatus(r)) })
+		at.stop.Store(&stop)
 	} else {
 		at.retry()
 	}
@@ -286,9 +291,11 @@ func finishAttempt(r *http.Request, err error) {
 	if at == nil {
 		return
 	}
-	if dialErr := (reverseproxy.DialError{}); errors.As(err, &dialErr) {
-		at.finish(true, dialErr.Error())
-		return
+	if err != nil {
+		if dialErr := (reverseproxy.DialError{}); errors.As(err, &dialErr) {
+			at.finish(true, dialErr.Error())
+			return
+		}
 	}
 	at.finish(upstreamStatus(r))
 }
