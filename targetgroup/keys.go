@@ -79,36 +79,3 @@ func (r *Registry) rotateKeys() error {
 	r.keyring.Store(kr)
 	return nil
 }
-
-// rotateLoop keeps the ring fresh (and picks up keys another node wrote).
-func (r *Registry) rotateLoop(stop <-chan struct{}) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			if err := r.rotateKeys(); err != nil {
-				r.logger.Error("rotating sticky cookie keys", zap.Error(err))
-			}
-		}
-	}
-}
-
-// mitigateLoop runs anomaly mitigation for the groups that ask for it.
-func (r *Registry) mitigateLoop(stop <-chan struct{}) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			now := r.clock.Now()
-			for _, g := range r.Groups() {
-				g.mitigate(now)
-			}
-		}
-	}
-}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
@@ -221,10 +222,34 @@ func (r *Registry) apply(a *App) {
 		if err := r.rotateKeys(); err != nil {
 			r.logger.Error("loading sticky cookie keys; lb_cookie stickiness is off until they load", zap.Error(err))
 		}
-		go r.rotateLoop(r.stop)
-		go r.mitigateLoop(r.stop)
+		// The key ring is re-read hourly to pick up keys another node wrote.
+		go r.every(time.Hour, func() {
+			if err := r.rotateKeys(); err != nil {
+				r.logger.Error("rotating sticky cookie keys", zap.Error(err))
+			}
+		})
+		go r.every(5*time.Second, func() {
+			now := r.clock.Now()
+			for _, g := range r.Groups() {
+				g.mitigate(now)
+			}
+		})
 	}
 	current.Store(r)
+}
+
+// every runs f each period until the registry is destructed.
+func (r *Registry) every(period time.Duration, f func()) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			f()
+		}
+	}
 }
 
 // reconcileConfigTargets registers the config's targets and drains config
