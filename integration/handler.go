@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -31,7 +32,10 @@ type Handler struct {
 	ctx     caddy.Context
 	reg     *targetgroup.Registry
 	mu      sync.Mutex
-	proxies map[string]*reverseproxy.Handler // by transport key
+	proxies map[transportKey]*reverseproxy.Handler
+	// last is the proxy the latest request used: the request path reads it
+	// without a lock and builds (under mu) only when the protocol changed.
+	last atomic.Pointer[builtProxy]
 }
 
 // CaddyModule returns the Caddy module information.
@@ -49,7 +53,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return errors.New("target_group handler: group is required")
 	}
 	h.ctx = ctx
-	h.proxies = make(map[string]*reverseproxy.Handler)
+	h.proxies = make(map[transportKey]*reverseproxy.Handler)
 	reg, err := registryOf(ctx, h.Group)
 	if err != nil {
 		return err
@@ -66,15 +70,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// transportKey is what decides a group's transport.
+type transportKey struct{ protocol, version string }
+
+type builtProxy struct {
+	key transportKey
+	rp  *reverseproxy.Handler
+}
+
+func keyOf(spec *targetgroup.Spec) transportKey {
+	return transportKey{spec.Config.Protocol, spec.Config.ProtocolVersion}
+}
+
 // transport returns the reverse_proxy transport for a group's protocol.
-func transport(spec *targetgroup.Spec) (key string, raw json.RawMessage) {
+func transport(k transportKey) json.RawMessage {
 	t := map[string]any{"protocol": "http"}
-	c := spec.Config
 	versions := []string{"1.1"}
-	if c.ProtocolVersion == targetgroup.VersionHTTP2 || c.ProtocolVersion == targetgroup.VersionGRPC {
+	if k.version == targetgroup.VersionHTTP2 || k.version == targetgroup.VersionGRPC {
 		versions = []string{"h2c"}
 	}
-	if c.Protocol == targetgroup.ProtocolHTTPS {
+	if k.protocol == targetgroup.ProtocolHTTPS {
 		// AWS load balancers do not validate target certificates: targets
 		// may use self-signed or expired ones.
 		t["tls"] = map[string]any{"insecure_skip_verify": true}
@@ -83,30 +98,34 @@ func transport(spec *targetgroup.Spec) (key string, raw json.RawMessage) {
 		}
 	}
 	t["versions"] = versions
-	raw, _ = json.Marshal(t)
-	return c.Protocol + "/" + c.ProtocolVersion, raw
+	raw, _ := json.Marshal(t)
+	return raw
 }
 
 // proxyFor returns the reverse_proxy for the group's current protocol,
 // building it the first time; a group created or changed through the API
 // later may need another transport.
 func (h *Handler) proxyFor(spec *targetgroup.Spec) (*reverseproxy.Handler, error) {
-	key, raw := transport(spec)
+	key := keyOf(spec)
+	if b := h.last.Load(); b != nil && b.key == key {
+		return b.rp, nil
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if rp := h.proxies[key]; rp != nil {
-		return rp, nil
+	rp := h.proxies[key]
+	if rp == nil {
+		src := &UpstreamSource{Group: h.Group, reg: h.reg}
+		rp = &reverseproxy.Handler{
+			TransportRaw:     transport(key),
+			DynamicUpstreams: src,
+			LoadBalancing:    &reverseproxy.LoadBalancing{SelectionPolicy: &SelectionPolicy{Group: h.Group, reg: h.reg}},
+		}
+		if err := rp.Provision(h.ctx); err != nil {
+			return nil, fmt.Errorf("target_group handler: setting up the proxy for group %q: %v", h.Group, err)
+		}
+		h.proxies[key] = rp
 	}
-	src := &UpstreamSource{Group: h.Group, reg: h.reg}
-	rp := &reverseproxy.Handler{
-		TransportRaw:     raw,
-		DynamicUpstreams: src,
-		LoadBalancing:    &reverseproxy.LoadBalancing{SelectionPolicy: &SelectionPolicy{Group: h.Group, reg: h.reg}},
-	}
-	if err := rp.Provision(h.ctx); err != nil {
-		return nil, fmt.Errorf("target_group handler: setting up the proxy for group %q: %v", h.Group, err)
-	}
-	h.proxies[key] = rp
+	h.last.Store(&builtProxy{key, rp})
 	return rp, nil
 }
 
