@@ -12,3 +12,26 @@ test:
 # Build bin/caddy with xcaddy.
 caddy:
 	scripts/build-caddy.sh
+
+# Benchmarks and reliability (see the README).
+.PHONY: bench reliability fuzz
+
+# Requests/s and latency through target groups against Caddy's own
+# reverse_proxy, HAProxy and the backend itself; writes bench/results.md.
+bench:
+	scripts/bench.sh
+
+# The reliability suite at full length against a real Caddy process.
+reliability:
+	scripts/reliability.sh
+
+# Every fuzz target for FUZZTIME each (go test -fuzz takes one at a time).
+FUZZTIME ?= 2m
+FUZZ_TARGETS = ./caddyfile:FuzzGlobalOption ./targetgroup:FuzzNewSpec ./targetgroup:FuzzAdminAPI \
+	./healthcheck:FuzzParseMatcher ./selection:FuzzOpen ./integration:FuzzStickyCookie
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		go test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done

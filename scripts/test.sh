@@ -20,7 +20,26 @@ scripts/build-caddy.sh
 export CADDY_BINARY="$PWD/bin/caddy"
 
 echo "== go test -race"
+# This includes the reliability suite's short form (RELIABILITY_SECONDS,
+# default 10) against bin/caddy, and every fuzz target's seed corpus.
 go test -race -count=1 -timeout 20m ./...
+
+echo "== fuzz, each target ${FUZZTIME:-5s} (make fuzz runs them longer)"
+make -s fuzz FUZZTIME="${FUZZTIME:-5s}"
+
+echo "== benchmark smoke run (make bench runs it in full)"
+if command -v wrk >/dev/null 2>&1 && { command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; }; then
+	smoke=$(mktemp -d)
+	BENCH_ROUNDS=1 BENCH_DURATION=1 BENCH_WARMUP=1 BENCH_RESULTS="$smoke" BENCH_OUT="$smoke/results.md" \
+		scripts/bench.sh >"$smoke/log" 2>&1 || {
+		cat "$smoke/log" >&2
+		exit 1
+	}
+	grep -q "Caddy target group, lb_cookie stickiness" "$smoke/results.md"
+	rm -rf "$smoke"
+else
+	echo "skipped: wrk or haproxy is missing (.ci/run installs them)"
+fi
 
 echo "== demo"
 DEMO_EXIT=1 DEMO_ADMIN_PORT=${DEMO_ADMIN_PORT:-2399} DEMO_HTTP_PORT=${DEMO_HTTP_PORT:-8399} scripts/demo.sh >/tmp/caddy-targetgroup-demo.log 2>&1 || {

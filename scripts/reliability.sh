@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# make reliability: the reliability suite (integration/reliability_test.go)
+# at full length against a real Caddy process built with the plugin: churn
+# for RELIABILITY_SECONDS (default 60), draining, 20 reloads under load,
+# kill -9 and restart, and a backend dying under load. `make test` runs the
+# same suite in its short form (RELIABILITY_SECONDS defaults to 10 there).
+#
+#   RELIABILITY_SECONDS=60  how long the churn scenario runs
+#   RELIABILITY_RACE=1      build Caddy with the race detector (bin/caddy-race),
+#                           so that data races in the plugin under churn,
+#                           reloads and restarts fail the run (the default)
+#   RELIABILITY_RACE=0      use bin/caddy as `make test` builds it
+#   CADDY_BINARY=...        use this Caddy instead of building one
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+export RELIABILITY_SECONDS=${RELIABILITY_SECONDS:-60}
+
+if [ -z "${CADDY_BINARY:-}" ]; then
+	if [ "${RELIABILITY_RACE:-1}" = 1 ]; then
+		echo "== build Caddy with the plugin and the race detector (xcaddy)"
+		if [ ! -x bin/xcaddy ]; then
+			(cd tools/xcaddy && go build -o "$root/bin/xcaddy" github.com/caddyserver/xcaddy/cmd/xcaddy)
+		fi
+		# As scripts/build-caddy.sh, with XCADDY_RACE_DETECTOR.
+		GOPROXY=${XCADDY_GOPROXY:-https://proxy.golang.org|off} XCADDY_RACE_DETECTOR=1 \
+			./bin/xcaddy build "${CADDY_VERSION:-v2.11.9}" --output "$root/bin/caddy-race" \
+			--with "github.com/caddy-targetgroup/caddy-targetgroup=$root"
+		export CADDY_BINARY="$root/bin/caddy-race"
+	else
+		echo "== build Caddy with the plugin (xcaddy)"
+		scripts/build-caddy.sh
+		export CADDY_BINARY="$root/bin/caddy"
+	fi
+fi
+
+echo "== reliability suite (churn for ${RELIABILITY_SECONDS}s)"
+# A race detected in the Caddy process is written to its log: the suite
+# fails on it and prints the log.
+if ! go test -race -count=1 -timeout 30m -run '^TestReliability$' -v ./integration; then
+	echo "reliability suite failed" >&2
+	exit 1
+fi
+echo "ok: reliability suite passed"
