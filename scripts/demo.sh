@@ -40,7 +40,7 @@ show curl -sS -X POST "$admin/target-groups/web/targets" -H 'Content-Type: appli
 
 step "Waiting for the first health checks to pass"
 for _ in $(seq 100); do
-	[ "$(curl -fsS "$admin/target-groups/web/targets" | grep -c '"healthy"')" = 3 ] && break
+	[ "$(curl -fsS "$admin/target-groups/web/targets" | grep -o '"state":"healthy"' | wc -l)" = 3 ] && break
 	sleep 0.1
 done
 show curl -sS "$admin/target-groups/web/targets"

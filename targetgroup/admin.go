@@ -56,9 +56,7 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(body)
+	return json.NewEncoder(w).Encode(body)
 }
 
 func methodNotAllowed(r *http.Request, allowed ...string) *Error {
@@ -153,10 +151,13 @@ func (a *AdminAPI) route(w http.ResponseWriter, r *http.Request) (int, any) {
 			if err := decodeBody(w, r, &req); err != nil {
 				return 0, err
 			}
-			if _, err := reg.RegisterTargets(g.name, req.Targets); err != nil {
+			norm, err := reg.RegisterTargets(g.name, req.Targets)
+			if err != nil {
 				return 0, err
 			}
-			return http.StatusOK, map[string]any{"targets": g.DescribeTargetHealth()}
+			// The health of the targets of this call only: answering with the
+			// whole group made large groups quadratic to fill in batches.
+			return http.StatusOK, map[string]any{"targets": g.DescribeTargetHealth(targetKeys(norm, 0)...)}
 		}
 		return 0, methodNotAllowed(r, http.MethodGet, http.MethodPost)
 	case "targets/deregister":
@@ -170,7 +171,7 @@ func (a *AdminAPI) route(w http.ResponseWriter, r *http.Request) (int, any) {
 		if err := reg.DeregisterTargets(g.name, req.Targets); err != nil {
 			return 0, err
 		}
-		return http.StatusOK, map[string]any{"targets": g.DescribeTargetHealth()}
+		return http.StatusOK, map[string]any{"targets": g.DescribeTargetHealth(targetKeys(req.Targets, g.Spec().Config.Port)...)}
 	case "health":
 		if r.Method != http.MethodGet {
 			return 0, methodNotAllowed(r, http.MethodGet)
@@ -182,6 +183,18 @@ func (a *AdminAPI) route(w http.ResponseWriter, r *http.Request) (int, any) {
 		return http.StatusOK, h
 	}
 	return 0, &Error{http.StatusNotFound, CodeNotFound, fmt.Sprintf("no such resource: %s", r.URL.Path)}
+}
+
+// targetKeys lists the keys of targets, a missing port meaning defaultPort.
+func targetKeys(ts []TargetConfig, defaultPort int) []TargetKey {
+	keys := make([]TargetKey, len(ts))
+	for i, t := range ts {
+		if t.Port == 0 {
+			t.Port = defaultPort
+		}
+		keys[i] = t.Key()
+	}
+	return keys
 }
 
 // targetFilter reads ?target=<id>[:<port>] (repeatable), the Targets
