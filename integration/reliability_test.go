@@ -451,7 +451,22 @@ func testReliabilityChurn(t *testing.T) {
 		seq     int
 		members []*member // registered, oldest first
 		leaving []*member // deregistered, waiting for the delay to pass
+		stopped int
 	)
+	// stopLeft stops the deregistered backends that Caddy has let go of,
+	// given the group's targets d.
+	stopLeft := func(d map[int]targetState) {
+		kept := leaving[:0]
+		for _, m := range leaving {
+			if _, registered := d[m.b.port()]; registered {
+				kept = append(kept, m)
+				continue
+			}
+			m.b.srv.Close()
+			stopped++
+		}
+		leaving = kept
+	}
 	spawn := func() *member {
 		seq++
 		m := &member{b: newBackend(t, "b"+strconv.Itoa(seq))}
@@ -463,7 +478,7 @@ func testReliabilityChurn(t *testing.T) {
 	p.waitHealthy("web", first[0].b.port(), first[1].b.port())
 
 	load := startLoad(t, "http://"+p.http+"/", 8, time.Millisecond)
-	var registrations, deregistrations, flips, stopped int
+	var registrations, deregistrations, flips int
 	registrations = 2
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	tick := time.NewTicker(time.Second)
@@ -505,32 +520,12 @@ func testReliabilityChurn(t *testing.T) {
 				flips++
 			}
 		}
-		// A deregistered backend stops once Caddy has let go of it.
-		kept := leaving[:0]
-		for _, m := range leaving {
-			if _, registered := d[m.b.port()]; registered {
-				kept = append(kept, m)
-				continue
-			}
-			m.b.srv.Close()
-			stopped++
-		}
-		leaving = kept
+		stopLeft(d)
 	}
 	// The last deregistered backends stop too, under load, once Caddy has
 	// let go of them.
 	waitFor(t, "the deregistered targets to leave the group", 15*time.Second, func() bool {
-		d := p.describe("web")
-		kept := leaving[:0]
-		for _, m := range leaving {
-			if _, registered := d[m.b.port()]; registered {
-				kept = append(kept, m)
-				continue
-			}
-			m.b.srv.Close()
-			stopped++
-		}
-		leaving = kept
+		stopLeft(p.describe("web"))
 		return len(leaving) == 0
 	})
 	load.finish()
