@@ -74,18 +74,7 @@ func TestBuiltBinary(t *testing.T) {
 	admin := fmt.Sprintf("http://localhost:%d", adminPort)
 	cmd := exec.Command(bin, "run", "--config", "../examples/demo/Caddyfile")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("DEMO_ADMIN_PORT=%d", adminPort), fmt.Sprintf("DEMO_HTTP_PORT=%d", httpPort), "HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("caddy output:\n%s", logs.String())
-		}
-	})
+	startProcess(t, "caddy", cmd)
 	in := &instance{t: t, admin: fmt.Sprintf("localhost:%d", adminPort), http: fmt.Sprintf("127.0.0.1:%d", httpPort)}
 	waitFor(t, "the admin endpoint", 20*time.Second, func() bool {
 		resp, err := http.Get(admin + "/config/")

@@ -197,41 +197,18 @@ func (p *caddyProc) dumpLog() {
 	p.t.Logf("caddy log (tail):\n%s", b)
 }
 
-// api calls the admin API; out (if not nil) receives the decoded answer.
-func (p *caddyProc) api(method, path string, body any, out any) int {
+// mustAPI calls the admin API (as the in-process tests do) and fails the
+// test on any answer but 200; out (if not nil) receives the decoded answer.
+func (p *caddyProc) mustAPI(method, path string, body any, out any) {
 	p.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		js, _ := json.Marshal(b)
-		rd = bytes.NewReader(js)
+	var raw json.RawMessage
+	if code := (&instance{t: p.t, admin: p.admin}).api(method, path, body, &raw); code != 200 {
+		p.t.Fatalf("%s %s: status %d: %s", method, path, code, raw)
 	}
-	req, _ := http.NewRequest(method, "http://"+p.admin+path, rd)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		p.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if out != nil {
+	if out != nil && len(raw) > 0 {
 		if err := json.Unmarshal(raw, out); err != nil {
 			p.t.Fatalf("%s %s: decoding %q: %v", method, path, raw, err)
 		}
-	}
-	if resp.StatusCode != 200 {
-		p.t.Logf("%s %s: %d %s", method, path, resp.StatusCode, raw)
-	}
-	return resp.StatusCode
-}
-
-func (p *caddyProc) mustAPI(method, path string, body any, out any) {
-	p.t.Helper()
-	if code := p.api(method, path, body, out); code != 200 {
-		p.t.Fatalf("%s %s: status %d", method, path, code)
 	}
 }
 
