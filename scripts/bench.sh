@@ -178,7 +178,7 @@ for g in bench-rr bench-lor bench-sticky; do
 done
 all_healthy() {
 	for g in bench-rr bench-lor bench-sticky; do
-		[ "$(curl -fsS "$admin/target-groups/$g/targets" | grep -c '"state": "healthy"')" = "${#backend_ports[@]}" ] || return 1
+		[ "$(curl -fsS "$admin/target-groups/$g/targets" | grep -o '"state": *"healthy"' | wc -l)" -eq "${#backend_ports[@]}" ] || return 1
 	done
 }
 wait_for "the targets' first health checks" all_healthy
