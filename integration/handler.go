@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -29,6 +30,13 @@ type Handler struct {
 	// The target group to proxy to.
 	Group string `json:"group,omitempty"`
 
+	// How many other targets a request may try when a target can't be
+	// reached (connection refused, dial timeout): nothing was sent, so a
+	// retry is safe for every method. A request that reached a target is
+	// never sent again. Default 2 (three targets in all); -1 turns retries
+	// off. The layer 4 handler tries three targets too.
+	Retries int `json:"retries,omitempty"`
+
 	ctx     caddy.Context
 	reg     *targetgroup.Registry
 	mu      sync.Mutex
@@ -51,6 +59,9 @@ func (*Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Group == "" {
 		return errors.New("target_group handler: group is required")
+	}
+	if h.Retries < -1 || h.Retries > maxRetries {
+		return fmt.Errorf("target_group handler: retries must be -1 (off) or 0-%d, got %d", maxRetries, h.Retries)
 	}
 	h.ctx = ctx
 	h.proxies = make(map[transportKey]*reverseproxy.Handler)
@@ -115,10 +126,18 @@ func (h *Handler) proxyFor(spec *targetgroup.Spec) (*reverseproxy.Handler, error
 	rp := h.proxies[key]
 	if rp == nil {
 		src := &UpstreamSource{Group: h.Group, reg: h.reg}
+		lb := &reverseproxy.LoadBalancing{SelectionPolicy: &SelectionPolicy{Group: h.Group, reg: h.reg}}
+		if retries := h.retries(); retries > 0 {
+			lb.Retries = retries
+			// reverse_proxy retries dial errors whatever the matchers say;
+			// a matcher that never matches keeps it from sending a GET
+			// that reached a target a second time.
+			lb.RetryMatch = caddyhttp.MatcherSets{{neverMatch{}}}
+		}
 		rp = &reverseproxy.Handler{
 			TransportRaw:     transport(key),
 			DynamicUpstreams: src,
-			LoadBalancing:    &reverseproxy.LoadBalancing{SelectionPolicy: &SelectionPolicy{Group: h.Group, reg: h.reg}},
+			LoadBalancing:    lb,
 		}
 		if err := rp.Provision(h.ctx); err != nil {
 			return nil, fmt.Errorf("target_group handler: setting up the proxy for group %q: %v", h.Group, err)
@@ -147,10 +166,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
+	// The proxy returns when the response (or upgraded connection) is
+	// done, so the handler ends the attempt itself, without a hook on the
+	// request's context.
+	at := &attempt{owned: true}
+	caddyhttp.SetVar(r.Context(), varAttempt, at)
+	defer func() { at.end(r, err) }()
 	err = rp.ServeHTTP(w, r, next)
-	finishAttempt(r, err)
 	return err
 }
+
+// maxRetries bounds the handler's retries: a bigger number only delays the
+// 502 when every target is unreachable.
+const maxRetries = 10
+
+// retries is the number of retries in effect.
+func (h *Handler) retries() int {
+	switch h.Retries {
+	case 0:
+		return 2
+	case -1:
+		return 0
+	}
+	return h.Retries
+}
+
+// neverMatch is a request matcher that matches nothing.
+type neverMatch struct{}
+
+func (neverMatch) MatchWithError(*http.Request) (bool, error) { return false, nil }
 
 func unavailable(w http.ResponseWriter, msg string) error {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -173,7 +217,9 @@ func (h *Handler) Cleanup() error {
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
 //
-//	target_group <group>
+//	target_group <group> {
+//		retries <n>|off
+//	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the directive name
 	if !d.NextArg() {
@@ -183,8 +229,30 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	if d.NextBlock(0) {
-		return d.Errf("target_group: unrecognized option '%s'; the group's settings belong in the target_groups global option", d.Val())
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "retries":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				h.Retries = -1
+			} else {
+				n, err := strconv.Atoi(d.Val())
+				if err != nil || n < 0 || n > maxRetries {
+					return d.Errf("target_group: retries must be off or 0-%d, got %q", maxRetries, d.Val())
+				}
+				if n == 0 {
+					n = -1
+				}
+				h.Retries = n
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("target_group: unrecognized option '%s' (allowed: retries); the group's settings belong in the target_groups global option", d.Val())
+		}
 	}
 	return nil
 }

@@ -14,9 +14,10 @@ import (
 	"github.com/caddy-targetgroup/caddy-targetgroup/targetgroup"
 )
 
-// BenchmarkRequestPath measures what a request costs the plugin before
-// reverse_proxy dials: GetUpstreams, Select (with its in-flight lease) and
-// the lease's release, for each algorithm and group size — next to Caddy's
+// BenchmarkRequestPath measures what a request through the target_group
+// handler costs the plugin before reverse_proxy dials: GetUpstreams, Select
+// (with its in-flight lease and, for lb_cookie, the cookies) and the
+// lease's release, for each algorithm and group size — next to Caddy's
 // own round robin over a static pool of the same size, which needs neither.
 func BenchmarkRequestPath(b *testing.B) {
 	for _, algo := range []string{"round_robin", "least_outstanding_requests", "weighted_random", "lb_cookie"} {
@@ -33,6 +34,7 @@ func BenchmarkRequestPath(b *testing.B) {
 					// server's cost, not the plugin's: see request_setup.
 					ctx, cancel := context.WithCancel(context.WithValue(base.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
 					r := base.WithContext(ctx)
+					caddyhttp.SetVar(ctx, varAttempt, &attempt{owned: true})
 					ups, err := src.GetUpstreams(r)
 					if err != nil {
 						b.Fatal(err)
@@ -83,7 +85,7 @@ func BenchmarkRequestPath(b *testing.B) {
 
 // benchGroup loads a config with one group of n targets whose health checks
 // are off (so they are all routable at once).
-func benchGroup(b *testing.B, algo string, n int) *targetgroup.Registry {
+func benchGroup(b testing.TB, algo string, n int) *targetgroup.Registry {
 	b.Helper()
 	attrs := fmt.Sprintf(`"load_balancing.algorithm.type": %q`, algo)
 	if algo == "lb_cookie" {

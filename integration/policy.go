@@ -22,8 +22,8 @@ func init() {
 	caddy.RegisterModule(new(SelectionPolicy))
 }
 
-// varAttempt holds the *attempt of a request: the lease on the target it
-// uses and the targets earlier tries of the same request used.
+// varAttempt holds the request's *attempt, the one request variable the
+// source, the policy and the handler share.
 const varAttempt = "target_group.attempt"
 
 // SelectionPolicy is the `http.reverse_proxy.selection_policies.target_group`
@@ -54,14 +54,30 @@ func (p *SelectionPolicy) Provision(ctx caddy.Context) error {
 	return err
 }
 
-// attempt is the state of one request across the tries reverse_proxy makes.
+// attempt is the state of one request across the tries reverse_proxy makes:
+// what the source handed over, the lease on the target the current try
+// uses and the targets earlier tries used.
 type attempt struct {
-	group *targetgroup.Group
+	// Set by the source on every try; request goroutine only.
+	source      string                // the group the upstreams came from
+	snap        *targetgroup.Snapshot // the snapshot they were built from
+	preselected bool                  // the algorithm's pick is first in the pool
+
+	// owned: the target_group handler ends the attempt when the proxy
+	// returns; otherwise the request context's end does.
+	owned bool
+	group *targetgroup.Group // set by the first try
+	tried []*targetgroup.Target
+
 	lease atomic.Pointer[targetgroup.Lease] // the current try's target
 	start atomic.Int64                      // when the current try began (UnixNano)
 	stop  atomic.Pointer[func() bool]       // unregisters the context hook once finished
-	tried []*targetgroup.Target             // request goroutine only
 	done  atomic.Bool
+}
+
+func attemptOf(r *http.Request) *attempt {
+	at, _ := caddyhttp.GetVar(r.Context(), varAttempt).(*attempt)
+	return at
 }
 
 // retry ends the current try, which failed since reverse_proxy tries again.
@@ -117,29 +133,32 @@ func (p *SelectionPolicy) Select(pool reverseproxy.UpstreamPool, r *http.Request
 	if len(pool) == 0 {
 		return nil
 	}
+	at := attemptOf(r)
+	if at == nil {
+		at = &attempt{}
+		caddyhttp.SetVar(r.Context(), varAttempt, at)
+	}
 	name := p.Group
-	from, _ := caddyhttp.GetVar(r.Context(), varGroup).(string)
 	if name == "" {
-		name = from
+		name = at.source
 	}
 	g := p.reg.Group(name)
 	if g == nil {
 		return nil
 	}
-	snap, _ := caddyhttp.GetVar(r.Context(), varSnapshot).(*targetgroup.Snapshot)
-	if snap == nil || from != name {
+	snap := at.snap
+	if snap == nil || at.source != name {
 		snap = g.Snapshot()
 	}
 	v := newView(snap, pool)
-	at, _ := caddyhttp.GetVar(r.Context(), varAttempt).(*attempt)
 	fresh := func(i int) bool {
 		t := v.target(i)
-		return t != nil && pool[i].Available() && (at == nil || !slices.Contains(at.tried, t))
+		return t != nil && pool[i].Available() && !slices.Contains(at.tried, t)
 	}
 	now := time.Now()
 	stick := stickinessOf(snap.Spec)
 	i := -1
-	if pre, _ := caddyhttp.GetVar(r.Context(), varPreselected).(bool); pre && from == name {
+	if at.preselected && at.source == name {
 		// The source picked already and put its pick first.
 		i = selection.RoundRobin(v.n, 0, fresh)
 	}
@@ -149,7 +168,7 @@ func (p *SelectionPolicy) Select(pool reverseproxy.UpstreamPool, r *http.Request
 	if i < 0 {
 		i = pick(v, g, fresh, now)
 	}
-	if i < 0 && at != nil {
+	if i < 0 && len(at.tried) > 0 {
 		// Every target was tried already: a retry may still succeed on one.
 		i = pick(v, g, func(i int) bool { return v.target(i) != nil && pool[i].Available() }, now)
 	}
@@ -157,13 +176,14 @@ func (p *SelectionPolicy) Select(pool reverseproxy.UpstreamPool, r *http.Request
 		return nil
 	}
 	t := v.target(i)
-	if at == nil {
-		at = &attempt{group: g}
-		caddyhttp.SetVar(r.Context(), varAttempt, at)
-		// The request's context ends when the server is done with the
-		// request, response body and upgraded connections included.
-		stop := context.AfterFunc(r.Context(), func() { at.finish(upstreamStatus(r)) })
-		at.stop.Store(&stop)
+	if at.group == nil {
+		at.group = g
+		if !at.owned {
+			// The request's context ends when the server is done with the
+			// request, response body and upgraded connections included.
+			stop := context.AfterFunc(r.Context(), func() { at.finish(upstreamStatus(r)) })
+			at.stop.Store(&stop)
+		}
 	} else {
 		at.retry()
 	}
@@ -238,7 +258,7 @@ func (v view) rampFactor(i int, now time.Time) float64 {
 // target of snap, for a source that hands reverse_proxy only a few of them.
 // It returns an index in snap.Routable, or -1.
 func preselect(r *http.Request, reg *targetgroup.Registry, g *targetgroup.Group, snap *targetgroup.Snapshot) int {
-	at, _ := caddyhttp.GetVar(r.Context(), varAttempt).(*attempt)
+	at := attemptOf(r)
 	ok := func(i int) bool { return at == nil || !slices.Contains(at.tried, snap.Routable[i]) }
 	v := view{snap: snap, n: len(snap.Routable), aligned: true}
 	now := time.Now()
@@ -287,9 +307,15 @@ func pick(v view, g *targetgroup.Group, ok func(int) bool, now time.Time) int {
 // finishAttempt ends the request's last try as soon as the proxy returns,
 // ahead of the request context's end; err is what the proxy returned.
 func finishAttempt(r *http.Request, err error) {
-	at, _ := caddyhttp.GetVar(r.Context(), varAttempt).(*attempt)
-	if at == nil {
-		return
+	if at := attemptOf(r); at != nil {
+		at.end(r, err)
+	}
+}
+
+// end ends the last try with what the proxy returned.
+func (at *attempt) end(r *http.Request, err error) {
+	if at.group == nil {
+		return // no try was made
 	}
 	if err != nil {
 		if dialErr := (reverseproxy.DialError{}); errors.As(err, &dialErr) {

@@ -66,6 +66,8 @@ type relOptions struct {
 	// retries > 0 uses reverse_proxy with the target_group upstreams and
 	// policy and that many lb_retries; 0 uses the target_group handler.
 	retries int
+	// handlerRetries is the target_group handler's retries (0: its default).
+	handlerRetries int
 	// gen is sent back in every response's X-Gen header, so that a reload
 	// can be seen to take effect.
 	gen int
@@ -112,6 +114,9 @@ func (p *caddyProc) config(o relOptions) []byte {
 		groups[k] = v
 	}
 	proxy := map[string]any{"handler": "target_group", "group": "web"}
+	if o.handlerRetries != 0 {
+		proxy["retries"] = o.handlerRetries
+	}
 	if o.retries > 0 {
 		proxy = map[string]any{
 			"handler":           "reverse_proxy",
@@ -709,24 +714,30 @@ func testReliabilityRestart(t *testing.T) {
 }
 
 // BackendDeath: a backend dies (listener closed, connections cut) under
-// load. With active checks only, it is marked unhealthy within interval ×
-// unhealthy_threshold (plus the check timeout and the scheduler's ±10 %
-// jitter) and its failed requests stop then; with passive health it is out
-// at once; with reverse_proxy's lb_retries and passive health, no request
-// fails at all.
+// load. With active checks only and the target_group handler's retries
+// off, it is marked unhealthy within interval × unhealthy_threshold (plus
+// the check timeout and the scheduler's ±10 % jitter) and its failed
+// requests stop then; with the handler's default retries, the requests it
+// refuses go to other targets and only those cut in flight fail (at most
+// one per client); with passive health it is out at once; with
+// reverse_proxy's lb_retries (which also sends a GET cut in flight again)
+// and passive health, no request fails at all.
 func testReliabilityBackendDeath(t *testing.T) {
 	interval, threshold, timeout := 5*time.Second, 2, 2*time.Second
 	bound := time.Duration(float64(interval)*1.1)*time.Duration(threshold) + timeout
+	const workers = 8
 	for _, tc := range []struct {
-		name     string
-		passive  int
-		retries  int
-		within   time.Duration
-		failures int64 // at most; -1: not bounded (active checks only)
+		name           string
+		passive        int
+		handlerRetries int
+		retries        int
+		within         time.Duration
+		failures       int64 // at most; -1: not bounded (active checks only)
 	}{
-		{"ActiveChecks", 0, 0, bound, -1},
-		{"PassiveHealth", 2, 0, time.Second, 2 + 8},
-		{"PassiveHealthAndRetries", 2, 2, time.Second, 0},
+		{"ActiveChecks", 0, -1, 0, bound, -1},
+		{"ActiveChecksAndHandlerRetries", 0, 0, 0, bound, workers},
+		{"PassiveHealth", 2, 0, 0, time.Second, workers},
+		{"PassiveHealthAndRetries", 2, 0, 2, time.Second, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newCaddyProc(t)
@@ -734,11 +745,10 @@ func testReliabilityBackendDeath(t *testing.T) {
 			if tc.passive > 0 {
 				hc["passive_unhealthy_threshold"] = tc.passive
 			}
-			p.start(p.config(relOptions{healthCheck: hc, retries: tc.retries}))
+			p.start(p.config(relOptions{healthCheck: hc, retries: tc.retries, handlerRetries: tc.handlerRetries}))
 			a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
 			p.mustAPI("POST", "/target-groups/web/targets", targets(a.port(), b.port(), c.port()), nil)
 			p.waitHealthy("web", a.port(), b.port(), c.port())
-			const workers = 8
 			load := startLoad(t, "http://"+p.http+"/", workers, time.Millisecond)
 			time.Sleep(500 * time.Millisecond)
 

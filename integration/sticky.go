@@ -2,6 +2,7 @@ package integration
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,15 +48,15 @@ func (s *stickiness) pinned(r *http.Request, kr *selection.Keyring, group string
 	}
 	if s.app != "" {
 		// app_cookie: stickiness lasts as long as the application's cookie.
-		if _, err := r.Cookie(s.app); err != nil {
+		if _, ok := cookieValue(r, s.app); !ok {
 			return -1
 		}
 	}
-	c, err := r.Cookie(s.cookie)
-	if err != nil {
+	value, found := cookieValue(r, s.cookie)
+	if !found {
 		return -1
 	}
-	st, err := kr.Open(c.Value, group, now)
+	st, err := kr.Open(value, group, now)
 	if err != nil {
 		return -1
 	}
@@ -69,6 +70,43 @@ func (s *stickiness) pinned(r *http.Request, kr *selection.Keyring, group string
 	return -1
 }
 
+// cookieValue is the value of the request's first cookie called name. It
+// reads the Cookie headers in place: http.Request.Cookie parses (and
+// allocates) every cookie of the request to find one. Values are taken as
+// they are sent, quotes removed, as net/http does.
+func cookieValue(r *http.Request, name string) (string, bool) {
+	for _, line := range r.Header["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.Trim(part, " \t")
+			if part == name {
+				return "", true // a bare name, as net/http reads it
+			}
+			if len(part) > len(name) && part[len(name)] == '=' && part[:len(name)] == name {
+				v := part[len(name)+1:]
+				if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+					v = v[1 : len(v)-1]
+				}
+				return v, true
+			}
+		}
+	}
+	return "", false
+}
+
+// sealedCookies are the Set-Cookie values last issued for a target, kept in
+// the target's memo: within one second every response for the target gets
+// the same cookies (their expiry has a resolution of a second anyway), so
+// they are sealed and formatted about once per second per target, not on
+// every response.
+type sealedCookies struct {
+	kr                  *selection.Keyring
+	group, cookie, cors string
+	expires             int64 // Unix seconds
+	headers             []string
+}
+
 // setCookies (re)writes the sticky cookies for t, with a fresh expiry, as
 // ALB does on every response. A retry of the same request replaces what an
 // earlier try set instead of adding a second cookie.
@@ -76,28 +114,41 @@ func (s *stickiness) setCookies(w http.ResponseWriter, kr *selection.Keyring, gr
 	if kr == nil {
 		return
 	}
-	cfg := t.Config()
-	expires := now.Add(s.duration)
-	value, err := kr.Seal(selection.Sticky{Group: group, ID: cfg.ID, Port: cfg.Port, Expires: expires})
-	if err != nil {
-		return
+	sec := now.Add(s.duration).Unix()
+	memo := t.ProxyMemo()
+	c, _ := memo.Load().(*sealedCookies)
+	if c == nil || c.kr != kr || c.expires != sec || c.group != group || c.cookie != s.cookie || c.cors != s.cors {
+		var err error
+		if c, err = s.seal(kr, group, t, sec); err != nil {
+			return
+		}
+		memo.Store(c)
 	}
 	h := w.Header()
-	kept := h.Values("Set-Cookie")[:0:0]
-	for _, sc := range h.Values("Set-Cookie") {
-		if !strings.HasPrefix(sc, s.cookie+"=") && (s.cors == "" || !strings.HasPrefix(sc, s.cors+"=")) {
-			kept = append(kept, sc)
-		}
+	kept := h["Set-Cookie"]
+	if len(kept) > 0 {
+		kept = slices.DeleteFunc(kept, func(sc string) bool {
+			return strings.HasPrefix(sc, s.cookie+"=") || (s.cors != "" && strings.HasPrefix(sc, s.cors+"="))
+		})
 	}
-	h.Del("Set-Cookie")
-	for _, sc := range kept {
-		h.Add("Set-Cookie", sc)
+	// A copy: the memo's slice is shared by every response.
+	h["Set-Cookie"] = append(kept, c.headers...)
+}
+
+func (s *stickiness) seal(kr *selection.Keyring, group string, t *targetgroup.Target, sec int64) (*sealedCookies, error) {
+	cfg := t.Config()
+	expires := time.Unix(sec, 0)
+	value, err := kr.Seal(selection.Sticky{Group: group, ID: cfg.ID, Port: cfg.Port, Expires: expires})
+	if err != nil {
+		return nil, err
 	}
+	c := &sealedCookies{kr: kr, group: group, cookie: s.cookie, cors: s.cors, expires: sec}
 	// ALB uses Expires, not Max-Age.
-	http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: value, Path: "/", Expires: expires})
+	c.headers = append(c.headers, (&http.Cookie{Name: s.cookie, Value: value, Path: "/", Expires: expires}).String())
 	if s.cors != "" {
 		// Browsers need SameSite=None; Secure to send the cookie with
 		// cross-origin requests.
-		http.SetCookie(w, &http.Cookie{Name: s.cors, Value: value, Path: "/", Expires: expires, SameSite: http.SameSiteNoneMode, Secure: true})
+		c.headers = append(c.headers, (&http.Cookie{Name: s.cors, Value: value, Path: "/", Expires: expires, SameSite: http.SameSiteNoneMode, Secure: true}).String())
 	}
+	return c, nil
 }

@@ -21,15 +21,6 @@ func init() {
 	caddy.RegisterModule(new(UpstreamSource))
 }
 
-// Request variables shared by the source and the policy of one request.
-const (
-	varSnapshot = "target_group.snapshot" // *targetgroup.Snapshot the upstreams were built from
-	varGroup    = "target_group.group"    // name of the group the upstreams came from
-	// true when the source already applied the group's algorithm and put
-	// its pick first in the pool
-	varPreselected = "target_group.preselected"
-)
-
 // UpstreamSource is the `http.reverse_proxy.upstreams.target_group` module:
 // reverse_proxy's dynamic upstreams are the routable targets of a group —
 // healthy ones, or every checked one when the group fails open — read from
@@ -76,22 +67,28 @@ func (u *UpstreamSource) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream
 	if len(snap.Routable) == 0 {
 		return nil, errors.New(snap.NoTargetReason(u.Group))
 	}
-	caddyhttp.SetVar(r.Context(), varSnapshot, snap)
-	caddyhttp.SetVar(r.Context(), varGroup, u.Group)
+	at := attemptOf(r)
+	if at == nil {
+		at = &attempt{}
+		caddyhttp.SetVar(r.Context(), varAttempt, at)
+	}
+	at.source, at.snap = u.Group, snap
 	n := len(snap.Routable)
 	first := 0
-	preselected := n > maxUpstreams
-	if preselected {
+	at.preselected = n > maxUpstreams
+	if at.preselected {
 		if first = preselect(r, u.reg, g, snap); first < 0 {
-			first, preselected = 0, false
+			first, at.preselected = 0, false
 		} else {
 			n = maxUpstreams
 		}
 	}
-	caddyhttp.SetVar(r.Context(), varPreselected, preselected)
+	// One allocation for the values, one for the pointers.
+	vals := make([]reverseproxy.Upstream, n)
 	ups := make([]*reverseproxy.Upstream, n)
 	for k := range ups {
-		ups[k] = &reverseproxy.Upstream{Dial: snap.Routable[(first+k)%len(snap.Routable)].Dial()}
+		vals[k].Dial = snap.Routable[(first+k)%len(snap.Routable)].Dial()
+		ups[k] = &vals[k]
 	}
 	return ups, nil
 }

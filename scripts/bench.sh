@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # make bench: what a request costs through a target group, against Caddy's
-# own reverse_proxy, HAProxy and the backend itself, in one run.
+# own reverse_proxy (round robin, and its cookie policy beside our lb_cookie),
+# HAProxy and the backend itself, in one run.
 #
 # Builds Caddy with the plugin (xcaddy), installs wrk and haproxy from
 # Debian when missing, starts three loopback backends (cmd/demo-backend),
 # one Caddy with four servers (stock reverse_proxy with static upstreams and
-# round_robin; the target_group handler on three groups: round_robin,
-# least_outstanding_requests, lb_cookie stickiness) and HAProxy (roundrobin),
+# round_robin, and with its cookie policy; the target_group handler on three
+# groups: round_robin, least_outstanding_requests, lb_cookie stickiness) and HAProxy (roundrobin),
 # all on the same backends with health checks every 5s. Targets are
 # registered through the admin API. Then it measures requests/s and p50/p99
 # latency with wrk at a fixed concurrency, in rounds: each round runs every
@@ -43,8 +44,8 @@ OUT=${BENCH_OUT:-bench/results.md}
 backend_ports=($((BASE + 1)) $((BASE + 2)) $((BASE + 3)))
 admin_port=$((BASE + 19))
 haproxy_port=$((BASE + 20))
-declare -A port=([direct]=${backend_ports[0]} [stock]=$((BASE + 10)) [tg-rr]=$((BASE + 11)) [tg-lor]=$((BASE + 12)) [tg-sticky]=$((BASE + 13)) [haproxy]=$haproxy_port)
-configs=(direct stock tg-rr tg-lor tg-sticky haproxy)
+declare -A port=([direct]=${backend_ports[0]} [stock]=$((BASE + 10)) [tg-rr]=$((BASE + 11)) [tg-lor]=$((BASE + 12)) [tg-sticky]=$((BASE + 13)) [stock-cookie]=$((BASE + 14)) [haproxy]=$haproxy_port)
+configs=(direct stock tg-rr tg-lor tg-sticky stock-cookie haproxy)
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -125,7 +126,8 @@ cat >"$tmp/caddy.json" <<EOF
 			$(server stock "${port[stock]}" "{\"handler\": \"reverse_proxy\", \"upstreams\": [$static_upstreams], \"load_balancing\": {\"selection_policy\": {\"policy\": \"round_robin\"}}, \"health_checks\": {\"active\": {\"uri\": \"/health\", \"interval\": \"5s\", \"timeout\": \"2s\"}}}"),
 			$(server tg-rr "${port[tg-rr]}" '{"handler": "target_group", "group": "bench-rr"}'),
 			$(server tg-lor "${port[tg-lor]}" '{"handler": "target_group", "group": "bench-lor"}'),
-			$(server tg-sticky "${port[tg-sticky]}" '{"handler": "target_group", "group": "bench-sticky"}')
+			$(server tg-sticky "${port[tg-sticky]}" '{"handler": "target_group", "group": "bench-sticky"}'),
+			$(server stock-cookie "${port[stock-cookie]}" "{\"handler\": \"reverse_proxy\", \"upstreams\": [$static_upstreams], \"load_balancing\": {\"selection_policy\": {\"policy\": \"cookie\", \"name\": \"lb\", \"secret\": \"bench\"}}, \"health_checks\": {\"active\": {\"uri\": \"/health\", \"interval\": \"5s\", \"timeout\": \"2s\"}}}")
 		}}
 	}
 }
@@ -194,6 +196,11 @@ for _ in 1 2 3; do
 		{ echo "the AWSALB cookie does not pin its target" >&2; exit 1; }
 done
 
+# Caddy's own cookie policy, the stock way to be sticky, measured likewise
+# with the cookie of a first response.
+stock_cookie=$(curl -fsS -D - -o /dev/null "http://127.0.0.1:${port[stock-cookie]}/" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: lb=\([^;]*\).*/\1/p' | head -1)
+[ -n "$stock_cookie" ] || { echo "no lb cookie from Caddy's cookie policy" >&2; exit 1; }
+
 # --- measurements ----------------------------------------------------------
 results=${BENCH_RESULTS:-bench/results}
 mkdir -p "$results"
@@ -209,6 +216,7 @@ measure() {
 	[ "$name" = direct ] && [ ${#pin_proxy[@]} -gt 0 ] && pin=("${pin_proxy[@]}")
 	local hdr=()
 	[ "$name" = tg-sticky ] && hdr=(-H "Cookie: AWSALB=$cookie")
+	[ "$name" = stock-cookie ] && hdr=(-H "Cookie: lb=$stock_cookie")
 	local out="$results/$name-$tag.raw"
 	local server_pid=$caddy_pid before
 	case $name in
@@ -253,7 +261,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 if [ "$PROFILE" = 1 ]; then
-	for name in stock tg-rr tg-lor tg-sticky; do
+	for name in stock tg-rr tg-lor tg-sticky stock-cookie; do
 		log "CPU profile of Caddy under $name"
 		curl -fsS -o "$results/$name.prof" "$admin/debug/pprof/profile?seconds=10" &
 		cpid=$!
@@ -275,7 +283,7 @@ fi
 	-meta "machine=$ncpu CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr)" \
 	-meta "CPU pinning=$layout" \
 	-meta "versions=$("$caddy" version | awk '{print "Caddy", $1}'), $(go version | awk '{print $3}'), $("$haproxy_bin" -v | head -1 | awk '{print "HAProxy", $3}'), $client_version" \
-	-meta "configurations=one Caddy process, one server per configuration; target groups through the target_group handler, health checks every 5s (the stock reverse_proxy has active health checks every 5s too); HAProxy default settings with roundrobin and checks every 5s; lb_cookie measured with the AWSALB cookie of a first response on every request" \
+	-meta "configurations=one Caddy process, one server per configuration; target groups through the target_group handler, health checks every 5s (the stock reverse_proxy has active health checks every 5s too); HAProxy default settings with roundrobin and checks every 5s; lb_cookie measured with the AWSALB cookie of a first response on every request, Caddy's cookie policy likewise with its lb cookie" \
 	-meta "Caddy errors logged during the run=$errors"
 log "wrote $OUT"
 cat "$OUT"

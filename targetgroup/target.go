@@ -64,6 +64,10 @@ type Target struct {
 	// request outcomes, for anomaly mitigation
 	stats selection.Stats
 
+	// memo is the proxy layer's per-target cache (the sticky cookie it
+	// sealed last); nothing here reads it.
+	memo atomic.Value
+
 	// Open layer 4 connections, closed when the group's attributes ask for
 	// it (end of the deregistration delay, target turned unhealthy).
 	connMu sync.Mutex
@@ -88,6 +92,10 @@ type Target struct {
 	// unhealthyTimer ends unhealthy.draining
 	unhealthyTimer stopper
 }
+
+// ProxyMemo is a slot the proxy layer caches a per-target value in, such as
+// the sticky cookie it sealed last. It always holds values of one type.
+func (t *Target) ProxyMemo() *atomic.Value { return &t.memo }
 
 func newTarget(g *Group, cfg TargetConfig, o owner, now time.Time) *Target {
 	t := &Target{cfg: cfg, group: g, owner: o, registeredAt: now}

@@ -160,6 +160,7 @@ var targets = []struct{ key, label string }{
 	{"tg-rr", "Caddy target group, round_robin"},
 	{"tg-lor", "Caddy target group, least_outstanding_requests"},
 	{"tg-sticky", "Caddy target group, lb_cookie stickiness"},
+	{"stock-cookie", "Caddy reverse_proxy, static upstreams, cookie policy (its stickiness)"},
 	{"haproxy", "HAProxy, roundrobin"},
 }
 
@@ -220,6 +221,13 @@ func report(args []string) error {
 		}
 		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.3f | %s |\n", t.label, r, pairedRatio(by[t.key], by["stock"], "p50_us"),
 			pairedRatio(by[t.key], by["stock"], "p99_us"), pairedRatio(by[t.key], by["stock"], "server_cpu_us"), goal)
+	}
+	if len(by["tg-sticky"]) > 0 && len(by["stock-cookie"]) > 0 {
+		// Stickiness against stickiness: both read a cookie on every
+		// request and set one on every response.
+		fmt.Fprintf(&b, "| lb_cookie against Caddy's cookie policy | %.3f | %.3f | %.3f | %.3f |  |\n",
+			pairedRatio(by["tg-sticky"], by["stock-cookie"], "rps"), pairedRatio(by["tg-sticky"], by["stock-cookie"], "p50_us"),
+			pairedRatio(by["tg-sticky"], by["stock-cookie"], "p99_us"), pairedRatio(by["tg-sticky"], by["stock-cookie"], "server_cpu_us"))
 	}
 	if len(missed) > 0 {
 		fmt.Fprintf(&b, "\nBelow the goal: %s.\n", strings.Join(missed, "; "))
