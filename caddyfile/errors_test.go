@@ -133,6 +133,12 @@ func TestErrors(t *testing.T) {
 			[]string{"Caddyfile:5", "targets[1]", "listed twice"}},
 		{"validation: one lambda target", group("type lambda", "target f1", "target f2"),
 			[]string{"Caddyfile:6", "single target"}},
+		{"handler: retries out of range", "{\n\ttarget_groups {\n\t\tweb\n\t}\n}\n:8080 {\n\ttarget_group web {\n\t\tretries 11\n\t}\n}\n",
+			[]string{"Caddyfile:8", `retries must be off or 0-10, got "11"`}},
+		{"handler: retries without value", "{\n\ttarget_groups {\n\t\tweb\n\t}\n}\n:8080 {\n\ttarget_group web {\n\t\tretries\n\t}\n}\n",
+			[]string{"Caddyfile:8", "wrong argument count"}},
+		{"handler: unknown option", "{\n\ttarget_groups {\n\t\tweb\n\t}\n}\n:8080 {\n\ttarget_group web {\n\t\tport 80\n\t}\n}\n",
+			[]string{"Caddyfile:8", "unrecognized option 'port' (allowed: retries)"}},
 		{"validation: allowed_cidrs", "{\n\ttarget_groups {\n\t\tallowed_cidrs 192.168.0.0/16\n\t\tweb {\n\t\t\ttarget 10.0.0.1\n\t\t}\n\t}\n}\n",
 			[]string{"Caddyfile:5", "outside the allowed CIDR blocks (192.168.0.0/16)"}},
 	} {

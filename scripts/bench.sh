@@ -18,6 +18,8 @@
 # Settings (environment):
 #   BENCH_ROUNDS=7 BENCH_DURATION=8 (seconds per run) BENCH_WARMUP=3
 #   BENCH_CONNECTIONS=64 BENCH_PORT_BASE=18400
+#   BENCH_CONFIGS="stock tg-rr"  measure only these (more rounds in the same
+#                       time: direct stock tg-rr tg-lor tg-sticky stock-cookie haproxy)
 #   BENCH_PROFILE=1     also take a 10s CPU profile of Caddy under each Caddy
 #                       configuration (bench/results/<name>.prof and <name>-top.raw)
 #   BENCH_CLIENT=loadgen  use cmd/loadgen instead of wrk
@@ -45,7 +47,11 @@ backend_ports=($((BASE + 1)) $((BASE + 2)) $((BASE + 3)))
 admin_port=$((BASE + 19))
 haproxy_port=$((BASE + 20))
 declare -A port=([direct]=${backend_ports[0]} [stock]=$((BASE + 10)) [tg-rr]=$((BASE + 11)) [tg-lor]=$((BASE + 12)) [tg-sticky]=$((BASE + 13)) [stock-cookie]=$((BASE + 14)) [haproxy]=$haproxy_port)
-configs=(direct stock tg-rr tg-lor tg-sticky stock-cookie haproxy)
+all_configs="direct stock tg-rr tg-lor tg-sticky stock-cookie haproxy"
+read -r -a configs <<<"${BENCH_CONFIGS:-$all_configs}"
+for c in "${configs[@]}"; do
+	[[ " $all_configs " == *" $c "* ]] || { echo "BENCH_CONFIGS: unknown configuration $c (known: $all_configs)" >&2; exit 2; }
+done
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -262,6 +268,7 @@ done
 
 if [ "$PROFILE" = 1 ]; then
 	for name in stock tg-rr tg-lor tg-sticky stock-cookie; do
+		[[ " ${configs[*]} " == *" $name "* ]] || continue
 		log "CPU profile of Caddy under $name"
 		curl -fsS -o "$results/$name.prof" "$admin/debug/pprof/profile?seconds=10" &
 		cpid=$!
