@@ -285,7 +285,7 @@ else
 	client_version="cmd/loadgen"
 fi
 "$tmp/loadgen" report -in "$raw" -out "$OUT" \
-	-meta "command=\`make bench\` (BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_CONNECTIONS=$CONNECTIONS)" \
+	-meta "command=\`make bench\` (BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_CONNECTIONS=$CONNECTIONS${BENCH_CONFIGS:+ BENCH_CONFIGS=\"$BENCH_CONFIGS\"})" \
 	-meta "load=$CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds in rotated order after a ${WARMUP}s warm-up of each; GET / answered with ~35 bytes by cmd/demo-backend" \
 	-meta "machine=$ncpu CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr)" \
 	-meta "CPU pinning=$layout" \

@@ -1,14 +1,16 @@
 package targetgroup
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,9 +46,15 @@ type Group struct {
 	created     *GroupConfig // creation parameters, for idempotent CreateTargetGroup
 	clientToken string
 	targets     map[TargetKey]*Target
-	tombstones  map[TargetKey]time.Time // API deregistrations restored from storage
-	closed      bool
-	pending     []event // emitted once mu is released
+	// order is targets sorted by (id, port), kept up to date by merging
+	// the targets added since (added) instead of sorting the whole group
+	// on every registration; stale after a removal.
+	order      []*Target
+	added      []*Target
+	orderStale bool
+	tombstones map[TargetKey]time.Time // API deregistrations restored from storage
+	closed     bool
+	pending    []event // emitted once mu is released
 
 	snap atomic.Pointer[Snapshot]
 	// RR is the group's round-robin cursor, shared by every route that uses
@@ -258,19 +266,41 @@ func (g *Group) publish() {
 	g.snap.Store(s)
 }
 
+// sortedTargets returns the group's targets by (id, port). Called with mu
+// held; the slice is shared until the next change: read it, don't modify it.
 func (g *Group) sortedTargets() []*Target {
-	ts := make([]*Target, 0, len(g.targets))
-	for _, t := range g.targets {
-		ts = append(ts, t)
-	}
-	sort.Slice(ts, func(i, j int) bool {
-		a, b := ts[i].cfg, ts[j].cfg
-		if a.ID != b.ID {
-			return a.ID < b.ID
+	switch {
+	case g.orderStale || len(g.order)+len(g.added) != len(g.targets):
+		order := make([]*Target, 0, len(g.targets))
+		for _, t := range g.targets {
+			order = append(order, t)
 		}
-		return a.Port < b.Port
-	})
-	return ts
+		slices.SortFunc(order, compareTargets)
+		g.order, g.added, g.orderStale = order, nil, false
+	case len(g.added) > 0:
+		slices.SortFunc(g.added, compareTargets)
+		order := make([]*Target, 0, len(g.order)+len(g.added))
+		i, j := 0, 0
+		for i < len(g.order) && j < len(g.added) {
+			if compareTargets(g.order[i], g.added[j]) <= 0 {
+				order = append(order, g.order[i])
+				i++
+			} else {
+				order = append(order, g.added[j])
+				j++
+			}
+		}
+		order = append(append(order, g.order[i:]...), g.added[j:]...)
+		g.order, g.added = order, nil
+	}
+	return g.order
+}
+
+func compareTargets(a, b *Target) int {
+	if c := strings.Compare(a.cfg.ID, b.cfg.ID); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.cfg.Port, b.cfg.Port)
 }
 
 // setState changes a target's state, logs the change once and queues its
@@ -365,6 +395,7 @@ func (g *Group) register(cfgs []TargetConfig, o owner) {
 			t = newTarget(g, c, o, now)
 			t.noSlowStart = empty
 			g.targets[c.Key()] = t
+			g.added = append(g.added, t)
 			g.initialState(t)
 		case t.state == StateDraining:
 			// AWS makes you wait out the deregistration delay; we bring the
@@ -431,6 +462,7 @@ func (g *Group) finishDrain(t *Target) {
 		return
 	}
 	delete(g.targets, t.Key())
+	g.orderStale = true
 	t.drainTimer = nil
 	if n := t.inflight.Load(); n > 0 {
 		closed := 0

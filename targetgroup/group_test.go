@@ -1,6 +1,8 @@
 package targetgroup
 
 import (
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -154,5 +156,47 @@ func TestLeasesAreExactUnderConcurrency(t *testing.T) {
 	wg.Wait()
 	if n := tg.InFlight(); n != 0 {
 		t.Fatalf("in flight %d, want 0", n)
+	}
+}
+
+// The group keeps its (id, port) order across registrations in several
+// batches, in any order, and removals.
+func TestTargetOrderAcrossBatchesAndRemovals(t *testing.T) {
+	r, g := testGroup(t, &GroupConfig{Attributes: map[string]string{AttrDeregistrationDelay: "0"}})
+	batches := [][]TargetConfig{
+		{{ID: "127.0.0.2", Port: 80}, {ID: "127.0.0.1", Port: 90}},
+		{{ID: "127.0.0.1", Port: 80}, {ID: "127.0.0.3", Port: 1}, {ID: "127.0.0.10", Port: 5}},
+		{{ID: "127.0.0.2", Port: 8}},
+	}
+	for _, b := range batches {
+		if _, err := r.RegisterTargets("web", b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	order := func() []string {
+		var out []string
+		for _, d := range g.DescribeTargetHealth() {
+			out = append(out, d.Target.ID+":"+strconv.Itoa(d.Target.Port))
+		}
+		return out
+	}
+	want := []string{"127.0.0.1:80", "127.0.0.1:90", "127.0.0.10:5", "127.0.0.2:8", "127.0.0.2:80", "127.0.0.3:1"}
+	if got := order(); !slices.Equal(got, want) {
+		t.Fatalf("order %v, want %v", got, want)
+	}
+	// Asking for some targets leaves the group's order alone.
+	g.DescribeTargetHealth(TargetKey{ID: "127.0.0.3", Port: 1}, TargetKey{ID: "127.0.0.1", Port: 80})
+	r.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.10", Port: 5}})
+	want = slices.DeleteFunc(want, func(s string) bool { return s == "127.0.0.10:5" })
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(order(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("order %v, want %v", order(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.0", Port: 1}})
+	if got := order(); !slices.Equal(got, append([]string{"127.0.0.0:1"}, want...)) {
+		t.Fatalf("after another registration: %v", got)
 	}
 }

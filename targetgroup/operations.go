@@ -122,7 +122,7 @@ func (g *Group) DescribeTargetHealth(keys ...TargetKey) []TargetHealthDescriptio
 	defer g.mu.Unlock()
 	ts := g.sortedTargets()
 	if len(keys) > 0 {
-		ts = ts[:0]
+		ts = make([]*Target, 0, len(keys))
 		for _, k := range keys {
 			t := g.targets[k]
 			if t == nil {

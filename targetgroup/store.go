@@ -106,7 +106,10 @@ func (r *Registry) save(g *Group, rec groupRecord) error {
 			r.logger.Error("unlocking target group record", zap.String("group", g.name), zap.Error(err))
 		}
 	}()
-	var prev groupRecord
+	// Only the stored version matters here.
+	var prev struct {
+		Version int64 `json:"version"`
+	}
 	if raw, err := st.Load(ctx, key); err == nil {
 		if json.Unmarshal(raw, &prev) != nil {
 			r.logger.Warn("replacing an unreadable target group record", zap.String("group", g.name))
@@ -115,7 +118,7 @@ func (r *Registry) save(g *Group, rec groupRecord) error {
 		return r.storageFailed(g.name, "reading", err)
 	}
 	rec.Version = max(prev.Version, g.version.Load()) + 1
-	raw, err := json.MarshalIndent(rec, "", "\t")
+	raw, err := json.Marshal(rec)
 	if err != nil {
 		return r.storageFailed(g.name, "encoding", err)
 	}
