@@ -34,7 +34,8 @@ func BenchmarkRequestPath(b *testing.B) {
 					// server's cost, not the plugin's: see request_setup.
 					ctx, cancel := context.WithCancel(context.WithValue(base.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
 					r := base.WithContext(ctx)
-					caddyhttp.SetVar(ctx, varAttempt, &attempt{owned: true})
+					at := &attempt{owned: true}
+					caddyhttp.SetVar(ctx, varAttempt, at)
 					ups, err := src.GetUpstreams(r)
 					if err != nil {
 						b.Fatal(err)
@@ -49,7 +50,7 @@ func BenchmarkRequestPath(b *testing.B) {
 					if pol.Select(ups, r, w) == nil {
 						b.Fatal("no upstream")
 					}
-					finishAttempt(r, nil)
+					at.end(r, nil)
 					cancel()
 				}
 			})

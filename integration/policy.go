@@ -304,15 +304,8 @@ func pick(v view, g *targetgroup.Group, ok func(int) bool, now time.Time) int {
 	}
 }
 
-// finishAttempt ends the request's last try as soon as the proxy returns,
-// ahead of the request context's end; err is what the proxy returned.
-func finishAttempt(r *http.Request, err error) {
-	if at := attemptOf(r); at != nil {
-		at.end(r, err)
-	}
-}
-
-// end ends the last try with what the proxy returned.
+// end ends the last try as soon as the proxy returns, ahead of the
+// request context's end; err is what the proxy returned.
 func (at *attempt) end(r *http.Request, err error) {
 	if at.group == nil {
 		return // no try was made

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"net/http"
+	"net/textproto"
 	"slices"
 	"strings"
 	"time"
@@ -70,26 +71,30 @@ func (s *stickiness) pinned(r *http.Request, kr *selection.Keyring, group string
 	return -1
 }
 
-// cookieValue is the value of the request's first cookie called name. It
-// reads the Cookie headers in place: http.Request.Cookie parses (and
-// allocates) every cookie of the request to find one. Values are taken as
-// they are sent, quotes removed, as net/http does.
+// cookieValue is the value of the request's first valid cookie called
+// name, read as net/http reads it (names and parts trimmed, quotes removed,
+// cookies with bytes not allowed in a value skipped), but in place:
+// http.Request.Cookie parses and allocates every cookie of the request to
+// find one.
 func cookieValue(r *http.Request, name string) (string, bool) {
 	for _, line := range r.Header["Cookie"] {
+	parts:
 		for len(line) > 0 {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
-			part = strings.Trim(part, " \t")
-			if part == name {
-				return "", true // a bare name, as net/http reads it
+			k, v, _ := strings.Cut(textproto.TrimString(part), "=")
+			if textproto.TrimString(k) != name {
+				continue
 			}
-			if len(part) > len(name) && part[len(name)] == '=' && part[:len(name)] == name {
-				v := part[len(name)+1:]
-				if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
-					v = v[1 : len(v)-1]
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			for i := 0; i < len(v); i++ {
+				if b := v[i]; b < 0x20 || b >= 0x7f || b == '"' || b == ';' || b == '\\' {
+					continue parts
 				}
-				return v, true
 			}
+			return v, true
 		}
 	}
 	return "", false

@@ -112,3 +112,22 @@ func TestCookieValue(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCookieValue checks the in-place cookie reader against net/http's
+// parser: whenever net/http finds the cookie, both read the same value.
+func FuzzCookieValue(f *testing.F) {
+	for _, s := range []string{"AWSALB=abc", "a=1; AWSALB=abc", `AWSALB="q"`, "AWSALB", "AWSALB=; x=y", " AWSALB = v ", "AWSALBCORS=1;AWSALB=2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Cookie", header)
+		got, ok := cookieValue(r, "AWSALB")
+		if !ok && got != "" {
+			t.Fatalf("%q: not found but value %q", header, got)
+		}
+		if hc, err := r.Cookie("AWSALB"); err == nil && (!ok || hc.Value != got) {
+			t.Fatalf("%q: net/http reads %q, we read %q (found %v)", header, hc.Value, got, ok)
+		}
+	})
+}
