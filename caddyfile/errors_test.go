@@ -137,6 +137,8 @@ func TestErrors(t *testing.T) {
 			[]string{"Caddyfile:8", `retries must be off or 0-10, got "11"`}},
 		{"handler: retries without value", "{\n\ttarget_groups {\n\t\tweb\n\t}\n}\n:8080 {\n\ttarget_group web {\n\t\tretries\n\t}\n}\n",
 			[]string{"Caddyfile:8", "wrong argument count"}},
+		{"handler: duplicate retries", "{\n\ttarget_groups {\n\t\tweb\n\t}\n}\n:8080 {\n\ttarget_group web {\n\t\tretries 1\n\t\tretries off\n\t}\n}\n",
+			[]string{"Caddyfile:9", "duplicate option 'retries'"}},
 		{"handler: unknown option", "{\n\ttarget_groups {\n\t\tweb\n\t}\n}\n:8080 {\n\ttarget_group web {\n\t\tport 80\n\t}\n}\n",
 			[]string{"Caddyfile:8", "unrecognized option 'port' (allowed: retries)"}},
 		{"validation: allowed_cidrs", "{\n\ttarget_groups {\n\t\tallowed_cidrs 192.168.0.0/16\n\t\tweb {\n\t\t\ttarget 10.0.0.1\n\t\t}\n\t}\n}\n",

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -33,8 +32,8 @@ type Handler struct {
 	// How many other targets a request may try when a target can't be
 	// reached (connection refused, dial timeout): nothing was sent, so a
 	// retry is safe for every method. A request that reached a target is
-	// never sent again. Default 2 (three targets in all); -1 turns retries
-	// off. The layer 4 handler tries three targets too.
+	// never sent again. 0-10, default 2 (three targets in all); -1 turns
+	// retries off.
 	Retries int `json:"retries,omitempty"`
 
 	ctx     caddy.Context
@@ -60,8 +59,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Group == "" {
 		return errors.New("target_group handler: group is required")
 	}
-	if h.Retries < -1 || h.Retries > maxRetries {
-		return fmt.Errorf("target_group handler: retries must be -1 (off) or 0-%d, got %d", maxRetries, h.Retries)
+	if err := checkRetries("target_group handler", h.Retries); err != nil {
+		return err
 	}
 	h.ctx = ctx
 	h.proxies = make(map[transportKey]*reverseproxy.Handler)
@@ -127,7 +126,7 @@ func (h *Handler) proxyFor(spec *targetgroup.Spec) (*reverseproxy.Handler, error
 	if rp == nil {
 		src := &UpstreamSource{Group: h.Group, reg: h.reg}
 		lb := &reverseproxy.LoadBalancing{SelectionPolicy: &SelectionPolicy{Group: h.Group, reg: h.reg}}
-		if retries := h.retries(); retries > 0 {
+		if retries := retriesOf(h.Retries); retries > 0 {
 			lb.Retries = retries
 			// reverse_proxy retries dial errors whatever the matchers say;
 			// a matcher that never matches keeps it from sending a GET
@@ -176,21 +175,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return err
 }
 
-// maxRetries bounds the handler's retries: a bigger number only delays the
-// 502 when every target is unreachable.
-const maxRetries = 10
-
-// retries is the number of retries in effect.
-func (h *Handler) retries() int {
-	switch h.Retries {
-	case 0:
-		return 2
-	case -1:
-		return 0
-	}
-	return h.Retries
-}
-
 // neverMatch is a request matcher that matches nothing.
 type neverMatch struct{}
 
@@ -232,23 +216,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "retries":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if d.Val() == "off" {
-				h.Retries = -1
-			} else {
-				n, err := strconv.Atoi(d.Val())
-				if err != nil || n < 0 || n > maxRetries {
-					return d.Errf("target_group: retries must be off or 0-%d, got %q", maxRetries, d.Val())
-				}
-				if n == 0 {
-					n = -1
-				}
-				h.Retries = n
-			}
-			if d.NextArg() {
-				return d.ArgErr()
+			if err := parseRetries(d, &h.Retries); err != nil {
+				return err
 			}
 		default:
 			return d.Errf("target_group: unrecognized option '%s' (allowed: retries); the group's settings belong in the target_groups global option", d.Val())

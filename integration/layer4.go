@@ -80,6 +80,11 @@ type Layer4Handler struct {
 	// Default: 10s.
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
 
+	// How many other targets a connection may try when a target refuses
+	// it or does not accept it within dial_timeout. 0-10, default 2 (three
+	// targets in all); -1 turns retries off.
+	Retries int `json:"retries,omitempty"`
+
 	reg       *targetgroup.Registry
 	logger    *zap.Logger
 	tlsConfig *tls.Config
@@ -95,8 +100,6 @@ func (*Layer4Handler) CaddyModule() caddy.ModuleInfo {
 
 const (
 	defaultDialTimeout = 10 * time.Second
-	// maxDialAttempts bounds how many targets one connection tries.
-	maxDialAttempts = 3
 	// Datagram buffers: caddy-l4 hands over client datagrams of at most
 	// 9000 bytes; a target's reply may be as large as UDP allows.
 	maxClientDatagram = 9000
@@ -143,7 +146,7 @@ func (h *Layer4Handler) Validate() error {
 	if h.DialTimeout < 0 {
 		return fmt.Errorf("layer4 target_group handler: dial_timeout %s is negative", time.Duration(h.DialTimeout))
 	}
-	return nil
+	return checkRetries("layer4 target_group handler", h.Retries)
 }
 
 // Handle proxies the connection to a target of the group and returns once
@@ -181,7 +184,7 @@ func (h *Layer4Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	clientIP := clientIP(cx.RemoteAddr())
 	var tried []*targetgroup.Target
 	var failures []error
-	for len(tried) < maxDialAttempts {
+	for len(tried) <= retriesOf(h.Retries) {
 		t := h.choose(snap, g, clientIP, tried)
 		if t == nil {
 			break
@@ -544,6 +547,7 @@ func relayPackets(f *flow, up net.Conn, header []byte) (sent, received int64, er
 //
 //	target_group <group> {
 //		dial_timeout <duration>
+//		retries <n>|off
 //	}
 func (h *Layer4Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the handler name
@@ -573,6 +577,10 @@ func (h *Layer4Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.DialTimeout = caddy.Duration(dur)
 			if d.NextArg() {
 				return d.ArgErr()
+			}
+		case "retries":
+			if err := parseRetries(d, &h.Retries); err != nil {
+				return err
 			}
 		default:
 			return d.Errf("target_group: unrecognized option '%s'; the group's settings belong in the target_groups global option", d.Val())

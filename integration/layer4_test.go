@@ -971,6 +971,7 @@ func TestLayer4Caddyfile(t *testing.T) {
 			route {
 				target_group dns {
 					dial_timeout 3s
+					retries off
 				}
 			}
 		}
@@ -1003,7 +1004,7 @@ func TestLayer4Caddyfile(t *testing.T) {
 	}
 	want := map[string]string{
 		"127.0.0.1:5432":     `{"group":"pool","handler":"target_group"}`,
-		"udp/127.0.0.1:5353": `{"dial_timeout":3000000000,"group":"dns","handler":"target_group"}`,
+		"udp/127.0.0.1:5353": `{"dial_timeout":3000000000,"group":"dns","handler":"target_group","retries":-1}`,
 	}
 	for k, v := range want {
 		if got[k] != v {
@@ -1017,10 +1018,45 @@ func TestLayer4Caddyfile(t *testing.T) {
 		"target_group pool {\n\t\t\t\t\tdial_timeout\n\t\t\t\t}",
 		"target_group pool {\n\t\t\t\t\tdial_timeout soon\n\t\t\t\t}",
 		"target_group pool {\n\t\t\t\t\tport 5432\n\t\t\t\t}",
+		"target_group pool {\n\t\t\t\t\tretries 11\n\t\t\t\t}",
+		"target_group pool {\n\t\t\t\t\tretries 1\n\t\t\t\t\tretries 2\n\t\t\t\t}",
 	} {
 		cf := "{\n\tlayer4 {\n\t\t:5432 {\n\t\t\troute {\n\t\t\t\t" + bad + "\n\t\t\t}\n\t\t}\n\t}\n}\n"
 		if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil); err == nil {
 			t.Errorf("%q adapted without error", bad)
 		}
+	}
+}
+
+func TestLayer4RetriesOff(t *testing.T) {
+	a := newL4Backend(t, "a", "127.0.0.1", l4TCP)
+	dead := freePort(t)
+	listen := l4Listen(t)
+	group := l4Group("TCP", nil)
+	group["health_check"] = map[string]any{"enabled": false} // both targets routable
+	group["targets"] = []any{a.target(), map[string]any{"id": "127.0.0.1", "port": dead}}
+	cfg := l4Config(t, group, map[string]any{"listen": []string{listen}})
+	cfg = strings.Replace(cfg, `"handler":"target_group"`, `"handler":"target_group","retries":-1`, 1)
+	if !strings.Contains(cfg, `"retries":-1`) {
+		t.Fatalf("config not rewritten: %s", cfg)
+	}
+	startCaddy(t, cfg)
+	// Round robin over two targets, one of them dead: without retries,
+	// every other connection is closed unanswered.
+	closed := 0
+	for i := 0; i < 6; i++ {
+		c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Write([]byte("ping\n"))
+		if n, err := c.Read(make([]byte, 16)); n == 0 || err != nil {
+			closed++
+		}
+		c.Close()
+	}
+	if closed != 3 {
+		t.Fatalf("%d of 6 connections closed with retries off, want 3", closed)
 	}
 }

@@ -1,0 +1,63 @@
+package integration
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// Both handlers try another target when one can't be reached, with the
+// same setting: retries is how many other targets a request (HTTP) or a
+// connection (layer 4) may try. 0 means the default, -1 none.
+const (
+	defaultRetries = 2
+	// maxRetries bounds retries: a bigger number only delays the failure
+	// when every target is unreachable.
+	maxRetries = 10
+)
+
+// checkRetries validates a handler's retries setting.
+func checkRetries(handler string, n int) error {
+	if n < -1 || n > maxRetries {
+		return fmt.Errorf("%s: retries must be -1 (off) or 0-%d, got %d", handler, maxRetries, n)
+	}
+	return nil
+}
+
+// retriesOf is the number of retries in effect for a setting.
+func retriesOf(n int) int {
+	switch n {
+	case 0:
+		return defaultRetries
+	case -1:
+		return 0
+	}
+	return n
+}
+
+// parseRetries reads `retries <n>|off` into *dst, which must still be
+// unset. `retries 0` means off, as `off` does.
+func parseRetries(d *caddyfile.Dispenser, dst *int) error {
+	if *dst != 0 {
+		return d.Errf("target_group: duplicate option 'retries'")
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	n := -1
+	if d.Val() != "off" {
+		v, err := strconv.Atoi(d.Val())
+		if err != nil || v < 0 || v > maxRetries {
+			return d.Errf("target_group: retries must be off or 0-%d, got %q", maxRetries, d.Val())
+		}
+		if v > 0 {
+			n = v
+		}
+	}
+	*dst = n
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
