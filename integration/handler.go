@@ -32,8 +32,8 @@ type Handler struct {
 	// How many other targets a request may try when a target can't be
 	// reached (connection refused, dial timeout): nothing was sent, so a
 	// retry is safe for every method. A request that reached a target is
-	// never sent again. 0-10, default 2 (three targets in all); -1 turns
-	// retries off.
+	// never sent again. 1-10; 0 (or no field) means the default, 2 (three
+	// targets in all); -1 turns retries off.
 	Retries int `json:"retries,omitempty"`
 
 	ctx     caddy.Context

@@ -81,8 +81,8 @@ type Layer4Handler struct {
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
 
 	// How many other targets a connection may try when a target refuses
-	// it or does not accept it within dial_timeout. 0-10, default 2 (three
-	// targets in all); -1 turns retries off.
+	// it or does not accept it within dial_timeout. 1-10; 0 (or no field)
+	// means the default, 2 (three targets in all); -1 turns retries off.
 	Retries int `json:"retries,omitempty"`
 
 	reg       *targetgroup.Registry
