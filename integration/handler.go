@@ -205,14 +205,11 @@ func (h *Handler) Cleanup() error {
 //		retries <n>|off
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume the directive name
-	if !d.NextArg() {
-		return d.ArgErr()
+	group, err := groupArg(d)
+	if err != nil {
+		return err
 	}
-	h.Group = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
+	h.Group = group
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "retries":

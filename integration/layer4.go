@@ -550,14 +550,11 @@ func relayPackets(f *flow, up net.Conn, header []byte) (sent, received int64, er
 //		retries <n>|off
 //	}
 func (h *Layer4Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume the handler name
-	if !d.NextArg() {
-		return d.ArgErr()
+	group, err := groupArg(d)
+	if err != nil {
+		return err
 	}
-	h.Group = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
+	h.Group = group
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "dial_timeout":

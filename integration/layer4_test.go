@@ -824,14 +824,21 @@ func TestLayer4SourceIPStickiness(t *testing.T) {
 	}
 }
 
-func TestLayer4DialFailureTriesNextTarget(t *testing.T) {
-	a := newL4Backend(t, "a", "127.0.0.1", l4TCP)
-	dead := freePort(t)
-	listen := l4Listen(t)
+// withDeadTarget is a TCP group of a live echo backend and a port nobody
+// listens on, both routable (no health checks), and the config serving it.
+func withDeadTarget(t *testing.T) (a *l4Backend, dead int, listen, cfg string) {
+	a = newL4Backend(t, "a", "127.0.0.1", l4TCP)
+	dead = freePort(t)
+	listen = l4Listen(t)
 	group := l4Group("TCP", nil)
-	group["health_check"] = map[string]any{"enabled": false} // both targets routable
+	group["health_check"] = map[string]any{"enabled": false}
 	group["targets"] = []any{a.target(), map[string]any{"id": "127.0.0.1", "port": dead}}
-	in := startCaddy(t, l4Config(t, group, map[string]any{"listen": []string{listen}}))
+	return a, dead, listen, l4Config(t, group, map[string]any{"listen": []string{listen}})
+}
+
+func TestLayer4DialFailureTriesNextTarget(t *testing.T) {
+	a, dead, listen, cfg := withDeadTarget(t)
+	in := startCaddy(t, cfg)
 	for i := 0; i < 6; i++ {
 		conn := l4Dial(t, listen, "")
 		conn.echo(t, "retried")
@@ -1029,13 +1036,7 @@ func TestLayer4Caddyfile(t *testing.T) {
 }
 
 func TestLayer4RetriesOff(t *testing.T) {
-	a := newL4Backend(t, "a", "127.0.0.1", l4TCP)
-	dead := freePort(t)
-	listen := l4Listen(t)
-	group := l4Group("TCP", nil)
-	group["health_check"] = map[string]any{"enabled": false} // both targets routable
-	group["targets"] = []any{a.target(), map[string]any{"id": "127.0.0.1", "port": dead}}
-	cfg := l4Config(t, group, map[string]any{"listen": []string{listen}})
+	_, _, listen, cfg := withDeadTarget(t)
 	cfg = strings.Replace(cfg, `"handler":"target_group"`, `"handler":"target_group","retries":-1`, 1)
 	if !strings.Contains(cfg, `"retries":-1`) {
 		t.Fatalf("config not rewritten: %s", cfg)

@@ -18,7 +18,7 @@ const appCookieLB = "AWSALBAPP-0"
 // stickiness is a group's cookie stickiness (lb_cookie or app_cookie).
 type stickiness struct {
 	cookie   string        // the load balancer's cookie
-	cors     string        // its SameSite=None twin (lb_cookie only)
+	cors     bool          // lb_cookie: a SameSite=None twin, <cookie>CORS, goes with it
 	app      string        // app_cookie: the application's cookie
 	duration time.Duration // how long a pick sticks, refreshed on every response
 }
@@ -30,7 +30,7 @@ func stickinessOf(spec *targetgroup.Spec) *stickiness {
 	}
 	switch a.StickinessType {
 	case "lb_cookie":
-		return &stickiness{cookie: a.LBCookieName, cors: a.LBCookieName + "CORS", duration: a.LBCookieDuration}
+		return &stickiness{cookie: a.LBCookieName, cors: true, duration: a.LBCookieDuration}
 	case "app_cookie":
 		return &stickiness{cookie: appCookieLB, app: a.AppCookieName, duration: a.AppCookieDuration}
 	}
@@ -106,10 +106,11 @@ func cookieValue(r *http.Request, name string) (string, bool) {
 // they are sealed and formatted about once per second per target, not on
 // every response.
 type sealedCookies struct {
-	kr                  *selection.Keyring
-	group, cookie, cors string
-	expires             int64 // Unix seconds
-	headers             []string
+	kr      *selection.Keyring
+	group   string
+	stick   stickiness
+	expires int64 // Unix seconds
+	headers []string
 }
 
 // setCookies (re)writes the sticky cookies for t, with a fresh expiry, as
@@ -122,7 +123,7 @@ func (s *stickiness) setCookies(w http.ResponseWriter, kr *selection.Keyring, gr
 	sec := now.Add(s.duration).Unix()
 	memo := t.ProxyMemo()
 	c, _ := memo.Load().(*sealedCookies)
-	if c == nil || c.kr != kr || c.expires != sec || c.group != group || c.cookie != s.cookie || c.cors != s.cors {
+	if c == nil || c.kr != kr || c.expires != sec || c.group != group || c.stick != *s {
 		var err error
 		if c, err = s.seal(kr, group, t, sec); err != nil {
 			return
@@ -132,9 +133,7 @@ func (s *stickiness) setCookies(w http.ResponseWriter, kr *selection.Keyring, gr
 	h := w.Header()
 	kept := h["Set-Cookie"]
 	if len(kept) > 0 {
-		kept = slices.DeleteFunc(kept, func(sc string) bool {
-			return strings.HasPrefix(sc, s.cookie+"=") || (s.cors != "" && strings.HasPrefix(sc, s.cors+"="))
-		})
+		kept = slices.DeleteFunc(kept, s.sets)
 	}
 	// A copy: the memo's slice is shared by every response.
 	h["Set-Cookie"] = append(kept, c.headers...)
@@ -147,13 +146,22 @@ func (s *stickiness) seal(kr *selection.Keyring, group string, t *targetgroup.Ta
 	if err != nil {
 		return nil, err
 	}
-	c := &sealedCookies{kr: kr, group: group, cookie: s.cookie, cors: s.cors, expires: sec}
+	c := &sealedCookies{kr: kr, group: group, stick: *s, expires: sec}
 	// ALB uses Expires, not Max-Age.
 	c.headers = append(c.headers, (&http.Cookie{Name: s.cookie, Value: value, Path: "/", Expires: expires}).String())
-	if s.cors != "" {
+	if s.cors {
 		// Browsers need SameSite=None; Secure to send the cookie with
 		// cross-origin requests.
-		c.headers = append(c.headers, (&http.Cookie{Name: s.cors, Value: value, Path: "/", Expires: expires, SameSite: http.SameSiteNoneMode, Secure: true}).String())
+		c.headers = append(c.headers, (&http.Cookie{Name: s.cookie + "CORS", Value: value, Path: "/", Expires: expires, SameSite: http.SameSiteNoneMode, Secure: true}).String())
 	}
 	return c, nil
+}
+
+// sets tells whether a Set-Cookie value is one of the cookies s sets.
+func (s *stickiness) sets(setCookie string) bool {
+	rest, ok := strings.CutPrefix(setCookie, s.cookie)
+	if ok && s.cors {
+		rest = strings.TrimPrefix(rest, "CORS")
+	}
+	return ok && strings.HasPrefix(rest, "=")
 }

@@ -103,14 +103,11 @@ const maxUpstreams = 8
 //
 //	dynamic target_group <group>
 func (u *UpstreamSource) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume the source name
-	if !d.NextArg() {
-		return d.ArgErr()
+	group, err := groupArg(d)
+	if err != nil {
+		return err
 	}
-	u.Group = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
+	u.Group = group
 	if d.NextBlock(0) {
 		return d.Errf("dynamic target_group: unrecognized option '%s'; the group's settings belong in the target_groups global option", d.Val())
 	}

@@ -48,10 +48,11 @@ type Group struct {
 	targets     map[TargetKey]*Target
 	// order is targets sorted by (id, port), kept up to date by merging
 	// the targets added since (added) instead of sorting the whole group
-	// on every registration; stale after a removal.
+	// on every registration. Both only grow between rebuilds, so after a
+	// removal they hold more targets than the map: that is what makes
+	// sortedTargets rebuild.
 	order      []*Target
 	added      []*Target
-	orderStale bool
 	tombstones map[TargetKey]time.Time // API deregistrations restored from storage
 	closed     bool
 	pending    []event // emitted once mu is released
@@ -270,13 +271,13 @@ func (g *Group) publish() {
 // held; the slice is shared until the next change: read it, don't modify it.
 func (g *Group) sortedTargets() []*Target {
 	switch {
-	case g.orderStale || len(g.order)+len(g.added) != len(g.targets):
+	case len(g.order)+len(g.added) != len(g.targets):
 		order := make([]*Target, 0, len(g.targets))
 		for _, t := range g.targets {
 			order = append(order, t)
 		}
 		slices.SortFunc(order, compareTargets)
-		g.order, g.added, g.orderStale = order, nil, false
+		g.order, g.added = order, nil
 	case len(g.added) > 0:
 		slices.SortFunc(g.added, compareTargets)
 		order := make([]*Target, 0, len(g.order)+len(g.added))
@@ -462,7 +463,6 @@ func (g *Group) finishDrain(t *Target) {
 		return
 	}
 	delete(g.targets, t.Key())
-	g.orderStale = true
 	t.drainTimer = nil
 	if n := t.inflight.Load(); n > 0 {
 		closed := 0

@@ -7,6 +7,21 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
+// groupArg reads the one argument of a directive that names a group:
+//
+//	<directive> <group>
+func groupArg(d *caddyfile.Dispenser) (string, error) {
+	d.Next() // consume the directive name
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	group := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return group, nil
+}
+
 // Both handlers try another target when one can't be reached, with the
 // same setting: retries is how many other targets a request (HTTP) or a
 // connection (layer 4) may try. 0 means the default, -1 none.
