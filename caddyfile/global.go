@@ -32,6 +32,7 @@ func init() {
 //		zone <zone>
 //		max_targets_per_group <n>
 //		max_groups <n>
+//		max_udp_flows_per_group <n>
 //		<name> {
 //			type ip|instance|alb|lambda
 //			protocol HTTP|HTTPS|TCP|TLS|UDP|TCP_UDP
@@ -114,7 +115,7 @@ func parseTargetGroups(d *caddyfile.Dispenser, existingVal any) (any, error) {
 				return nil, d.ArgErr()
 			}
 
-		case "max_targets_per_group", "max_groups":
+		case "max_targets_per_group", "max_groups", "max_udp_flows_per_group":
 			opt := d.Val()
 			if !d.NextArg() {
 				return nil, d.ArgErr()
@@ -126,9 +127,12 @@ func parseTargetGroups(d *caddyfile.Dispenser, existingVal any) (any, error) {
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
-			if opt == "max_groups" {
+			switch opt {
+			case "max_groups":
 				app.MaxGroups = n
-			} else {
+			case "max_udp_flows_per_group":
+				app.MaxUDPFlowsPerGroup = n
+			default:
 				app.MaxTargetsPerGroup = n
 			}
 

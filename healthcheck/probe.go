@@ -49,6 +49,16 @@ const (
 // while a huge or endless body cannot pin a check.
 const maxBody = 64 << 10
 
+// maxHeaderBytes bounds the response headers of an HTTP or gRPC check, and
+// maxGRPCMessage the answer of a gRPC check, which grpc buffers whole even
+// though it is discarded. The libraries' defaults (10 MiB of HTTP headers,
+// 16 MiB of gRPC headers, 4 MiB messages) would let any target make every
+// check in flight buffer megabytes; a healthy target answers in far less.
+const (
+	maxHeaderBytes = 64 << 10
+	maxGRPCMessage = 64 << 10
+)
+
 // Spec describes one health check, in the terms of an AWS target group.
 type Spec struct {
 	Protocol        string        // "HTTP", "HTTPS" or "TCP"
@@ -114,9 +124,10 @@ func (p *Prober) newTransport(protos http.Protocols, alpn string) *http.Transpor
 		// A fresh connection per check, as ELB does: it proves the target
 		// still accepts connections, and thousands of targets leave no idle
 		// connections behind.
-		DisableKeepAlives:  true,
-		DisableCompression: true, // the body is discarded; don't ask for gzip
-		Protocols:          &protos,
+		DisableKeepAlives:      true,
+		DisableCompression:     true, // the body is discarded; don't ask for gzip
+		MaxResponseHeaderBytes: maxHeaderBytes,
+		Protocols:              &protos,
 	}
 }
 
@@ -246,6 +257,8 @@ func (p *Prober) probeGRPC(ctx context.Context, network, addr string, useTLS boo
 		// One attempt per check: retries would blur what the check measures.
 		grpc.WithDisableRetry(),
 		grpc.WithDisableServiceConfig(),
+		grpc.WithMaxHeaderListSize(maxHeaderBytes),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxGRPCMessage)),
 	}
 	if spec.Host != "" {
 		opts = append(opts, grpc.WithAuthority(spec.Host))
@@ -282,6 +295,11 @@ func (p *Prober) probeGRPC(ctx context.Context, network, addr string, useTLS boo
 		return errResult(ctx, ctx.Err())
 	}
 	st := status.Convert(err)
+	if grpcGaveUp(st) {
+		// No matcher applies to a code the target never sent: an oversized
+		// answer must not pass a "0-99" matcher as code 8, 13 or 14.
+		return failed(st.Message())
+	}
 	if pr.Addr == nil && st.Code() != codes.OK {
 		// No stream was ever opened: nothing answered, whatever code grpc
 		// synthesised for it (usually Unavailable), so no matcher applies.
@@ -296,6 +314,25 @@ func (p *Prober) probeGRPC(ctx context.Context, network, addr string, useTLS boo
 		}
 	}
 	return res
+}
+
+// grpcGaveUp tells whether grpc itself ended the call over how the target
+// answered: past one of the bounds set on the connection, or breaking the
+// protocol so that the connection failed under the call (which is also how
+// grpc reports headers far past the bound). The code is then grpc's own, not
+// the target's. grpc says so only through a code and a message; the
+// messages are pinned by tests, so that a grpc upgrade rewording them is
+// noticed.
+func grpcGaveUp(st *status.Status) bool {
+	switch st.Code() {
+	case codes.ResourceExhausted:
+		return strings.HasPrefix(st.Message(), "grpc: received message larger than max")
+	case codes.Internal:
+		return st.Message() == "peer header list size exceeded limit"
+	case codes.Unavailable:
+		return strings.HasPrefix(st.Message(), "error reading from server")
+	}
+	return false
 }
 
 // emptyCodec sends an empty message and discards the answer. Its name is

@@ -55,7 +55,7 @@ func benchScheduler(b *testing.B, targets int) {
 	var checks, failures atomic.Int64
 	spec := Spec{Protocol: "TCP", Timeout: 2 * time.Second}
 	for i := range targets {
-		s.Upsert("target-"+strconv.Itoa(i), interval, func(ctx context.Context) {
+		s.Upsert("bench", "target-"+strconv.Itoa(i), interval, func(ctx context.Context) {
 			if !p.Probe(ctx, "tcp", addr, spec).Healthy {
 				failures.Add(1)
 			}

@@ -1,12 +1,12 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
-	"sync"
-	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -36,13 +36,13 @@ type Handler struct {
 	// targets in all); -1 turns retries off.
 	Retries int `json:"retries,omitempty"`
 
-	ctx     caddy.Context
-	reg     *targetgroup.Registry
-	mu      sync.Mutex
+	reg *targetgroup.Registry
+	// proxies holds a reverse_proxy for every transport a group's protocol
+	// may ask for, all built at Provision: a group created or changed
+	// through the API later needs no module provisioned on the request path
+	// (the config's caddy.Context is not safe for that). Read-only after
+	// Provision.
 	proxies map[transportKey]*reverseproxy.Handler
-	// last is the proxy the latest request used: the request path reads it
-	// without a lock and builds (under mu) only when the protocol changed.
-	last atomic.Pointer[builtProxy]
 }
 
 // CaddyModule returns the Caddy module information.
@@ -53,8 +53,8 @@ func (*Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision loads the target_groups app and, for a group the config
-// declares, builds its proxy now so that config errors show at load.
+// Provision loads the target_groups app, checks that a group the config
+// declares is an HTTP one and builds the proxies.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Group == "" {
 		return errors.New("target_group handler: group is required")
@@ -62,20 +62,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := checkRetries("target_group handler", h.Retries); err != nil {
 		return err
 	}
-	h.ctx = ctx
-	h.proxies = make(map[transportKey]*reverseproxy.Handler)
 	reg, err := registryOf(ctx, h.Group)
 	if err != nil {
 		return err
 	}
 	h.reg = reg
 	appIface, _ := ctx.App("target_groups")
-	if spec := appIface.(*targetgroup.App).DeclaredSpec(h.Group); spec != nil {
-		if spec.Layer4() {
-			return fmt.Errorf("target_group handler: group %q has protocol %s; use the layer4 target_group handler for it", h.Group, spec.Config.Protocol)
+	if spec := appIface.(*targetgroup.App).DeclaredSpec(h.Group); spec != nil && spec.Layer4() {
+		return fmt.Errorf("target_group handler: group %q has protocol %s; use the layer4 target_group handler for it", h.Group, spec.Config.Protocol)
+	}
+	h.proxies = make(map[transportKey]*reverseproxy.Handler, len(transportKeys))
+	built := map[string]*reverseproxy.Handler{}
+	for _, key := range transportKeys {
+		raw := transport(key)
+		if rp := built[string(raw)]; rp != nil {
+			h.proxies[key] = rp
+			continue
 		}
-		_, err := h.proxyFor(spec)
-		return err
+		rp, err := h.newProxy(ctx, raw)
+		if err != nil {
+			return err
+		}
+		built[string(raw)] = rp
+		h.proxies[key] = rp
 	}
 	return nil
 }
@@ -83,13 +92,57 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // transportKey is what decides a group's transport.
 type transportKey struct{ protocol, version string }
 
-type builtProxy struct {
-	key transportKey
-	rp  *reverseproxy.Handler
+// transportKeys are every protocol and version an HTTP group may have.
+var transportKeys = []transportKey{
+	{targetgroup.ProtocolHTTP, targetgroup.VersionHTTP1},
+	{targetgroup.ProtocolHTTP, targetgroup.VersionHTTP2},
+	{targetgroup.ProtocolHTTP, targetgroup.VersionGRPC},
+	{targetgroup.ProtocolHTTPS, targetgroup.VersionHTTP1},
+	{targetgroup.ProtocolHTTPS, targetgroup.VersionHTTP2},
+	{targetgroup.ProtocolHTTPS, targetgroup.VersionGRPC},
 }
 
 func keyOf(spec *targetgroup.Spec) transportKey {
 	return transportKey{spec.Config.Protocol, spec.Config.ProtocolVersion}
+}
+
+// newProxy provisions a reverse_proxy with the group's upstream source,
+// selection policy and the given transport, whose every dial is checked
+// against allowed_cidrs.
+func (h *Handler) newProxy(ctx caddy.Context, transportRaw json.RawMessage) (*reverseproxy.Handler, error) {
+	src := &UpstreamSource{Group: h.Group, reg: h.reg}
+	lb := &reverseproxy.LoadBalancing{SelectionPolicy: &SelectionPolicy{Group: h.Group, reg: h.reg}}
+	if retries := retriesOf(h.Retries); retries > 0 {
+		lb.Retries = retries
+		// reverse_proxy retries dial errors whatever the matchers say;
+		// a matcher that never matches keeps it from sending a GET
+		// that reached a target a second time.
+		lb.RetryMatch = caddyhttp.MatcherSets{{neverMatch{}}}
+	}
+	rp := &reverseproxy.Handler{
+		TransportRaw:     transportRaw,
+		DynamicUpstreams: src,
+		LoadBalancing:    lb,
+	}
+	if err := rp.Provision(ctx); err != nil {
+		return nil, fmt.Errorf("target_group handler: setting up the proxy for group %q: %v", h.Group, err)
+	}
+	ht, ok := rp.Transport.(*reverseproxy.HTTPTransport)
+	if !ok || ht.Transport == nil || ht.Transport.DialContext == nil {
+		return nil, fmt.Errorf("target_group handler: unexpected transport %T", rp.Transport)
+	}
+	// The upstream source hands over checked addresses only; checking the
+	// address again as it is dialed keeps that true whatever reaches the
+	// transport. A refused dial is a dial error, so the request tries
+	// another target.
+	dial := ht.Transport.DialContext
+	ht.Transport.DialContext = func(ctx context.Context, network, address string) (net.Conn, error) {
+		if err := h.reg.CheckDial(address); err != nil {
+			return nil, reverseproxy.NewDialError(err)
+		}
+		return dial(ctx, network, address)
+	}
+	return rp, nil
 }
 
 // transport returns the reverse_proxy transport for a group's protocol.
@@ -112,59 +165,24 @@ func transport(k transportKey) json.RawMessage {
 	return raw
 }
 
-// proxyFor returns the reverse_proxy for the group's current protocol,
-// building it the first time; a group created or changed through the API
-// later may need another transport.
-func (h *Handler) proxyFor(spec *targetgroup.Spec) (*reverseproxy.Handler, error) {
-	key := keyOf(spec)
-	if b := h.last.Load(); b != nil && b.key == key {
-		return b.rp, nil
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	rp := h.proxies[key]
-	if rp == nil {
-		src := &UpstreamSource{Group: h.Group, reg: h.reg}
-		lb := &reverseproxy.LoadBalancing{SelectionPolicy: &SelectionPolicy{Group: h.Group, reg: h.reg}}
-		if retries := retriesOf(h.Retries); retries > 0 {
-			lb.Retries = retries
-			// reverse_proxy retries dial errors whatever the matchers say;
-			// a matcher that never matches keeps it from sending a GET
-			// that reached a target a second time.
-			lb.RetryMatch = caddyhttp.MatcherSets{{neverMatch{}}}
-		}
-		rp = &reverseproxy.Handler{
-			TransportRaw:     transport(key),
-			DynamicUpstreams: src,
-			LoadBalancing:    lb,
-		}
-		if err := rp.Provision(h.ctx); err != nil {
-			return nil, fmt.Errorf("target_group handler: setting up the proxy for group %q: %v", h.Group, err)
-		}
-		h.proxies[key] = rp
-	}
-	h.last.Store(&builtProxy{key, rp})
-	return rp, nil
-}
-
 // ServeHTTP proxies the request to a target of the group. With no routable
-// target the client gets a 503 that says why, at once.
+// target it fails at once with a 503 Caddy error: the site's handle_errors
+// renders it (the reason is {http.error.message}), and without one the
+// client gets an empty 503 while the reason goes to Caddy's log.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	g := h.reg.Group(h.Group)
 	if g == nil {
-		return unavailable(w, fmt.Sprintf("target group %q does not exist", h.Group))
+		return unavailable(fmt.Sprintf("target group %q does not exist", h.Group))
 	}
 	snap := g.Snapshot()
-	if snap.Spec.Layer4() {
+	if len(snap.Routable) == 0 {
+		return unavailable(snap.NoTargetReason(h.Group))
+	}
+	rp := h.proxies[keyOf(snap.Spec)]
+	if rp == nil {
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("target group %q has protocol %s, which reverse_proxy can't serve", h.Group, snap.Spec.Config.Protocol))
 	}
-	if len(snap.Routable) == 0 {
-		return unavailable(w, snap.NoTargetReason(h.Group))
-	}
-	rp, err := h.proxyFor(snap.Spec)
-	if err != nil {
-		return caddyhttp.Error(http.StatusInternalServerError, err)
-	}
+	var err error
 	// The proxy returns when the response (or upgraded connection) is
 	// done, so the handler ends the attempt itself, without a hook on the
 	// request's context.
@@ -180,21 +198,19 @@ type neverMatch struct{}
 
 func (neverMatch) MatchWithError(*http.Request) (bool, error) { return false, nil }
 
-func unavailable(w http.ResponseWriter, msg string) error {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusServiceUnavailable)
-	_, err := fmt.Fprintf(w, "503 Service Unavailable: %s\n", msg)
-	return err
+func unavailable(msg string) error {
+	return caddyhttp.Error(http.StatusServiceUnavailable, errors.New(msg))
 }
 
 // Cleanup releases the proxies built for the group.
 func (h *Handler) Cleanup() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	var errs []error
+	done := map[*reverseproxy.Handler]bool{}
 	for _, rp := range h.proxies {
-		errs = append(errs, rp.Cleanup())
+		if !done[rp] {
+			done[rp] = true
+			errs = append(errs, rp.Cleanup())
+		}
 	}
 	return errors.Join(errs...)
 }

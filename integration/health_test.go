@@ -354,12 +354,14 @@ func TestHealthFailOpen(t *testing.T) {
 	if code, body := in.get("/fresh"); code != 503 || !strings.Contains(body, "1 initial") {
 		t.Errorf("only an initial target: %d %q", code, body)
 	}
-	if code, gh := hcGetGroupHealth(in, "fresh"); code != 200 || gh != (hcGroupHealth{Total: 1}) {
+	// No healthy target: the group is unhealthy (NLB: "healthy as long as
+	// it has at least one healthy target"), whatever the thresholds say.
+	if code, gh := hcGetGroupHealth(in, "fresh"); code != 503 || gh != (hcGroupHealth{Total: 1, DNSFailover: true}) {
 		t.Errorf("group health of fresh: %d %+v", code, gh)
 	}
 
 	in.waitStates("down", map[string]string{d1.key(): "unhealthy", d2.key(): "unhealthy"})
-	if code, gh := hcGetGroupHealth(in, "down"); code != 200 || gh != (hcGroupHealth{Unhealthy: 2, Total: 2, RoutingFailover: true}) {
+	if code, gh := hcGetGroupHealth(in, "down"); code != 503 || gh != (hcGroupHealth{Unhealthy: 2, Total: 2, RoutingFailover: true, DNSFailover: true}) {
 		t.Errorf("group health of down: %d %+v", code, gh)
 	}
 	if got := hcSpread(t, in, "/down", 20); got["d1"] != 10 || got["d2"] != 10 {

@@ -82,6 +82,9 @@ type instance struct {
 	admin   string
 	http    string
 	storage string // the file_system storage root, unless the config sets one
+	// plainErrors leaves the HTTP servers' error handling as configured
+	// (expand otherwise renders every error with its message).
+	plainErrors bool
 }
 
 // startCaddy loads cfg, in which {ADMIN} and {HTTP} stand for the two addresses.
@@ -114,6 +117,22 @@ func (in *instance) expand(cfg string) string {
 	}
 	if _, ok := m["storage"]; !ok {
 		m["storage"] = map[string]any{"module": "file_system", "root": in.storage}
+	}
+	// Every HTTP server renders its errors with their message, as an
+	// operator's handle_errors would, so that tests can read why a request
+	// failed (without it, Caddy answers an empty body).
+	if apps, ok := m["apps"].(map[string]any); ok {
+		if h, ok := apps["http"].(map[string]any); ok {
+			servers, _ := h["servers"].(map[string]any)
+			for _, srv := range servers {
+				if srv, ok := srv.(map[string]any); ok && srv["errors"] == nil && !in.plainErrors {
+					srv["errors"] = map[string]any{"routes": []any{map[string]any{"handle": []any{map[string]any{
+						"handler": "static_response", "status_code": "{http.error.status_code}",
+						"body": "{http.error.status_code} {http.error.message}",
+					}}}}}
+				}
+			}
+		}
 	}
 	out, _ := json.Marshal(m)
 	return string(out)
@@ -252,6 +271,11 @@ func startProcess(t *testing.T, name string, cmd *exec.Cmd) {
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+		// A Caddy built with the race detector (make test builds one)
+		// reports races in its log and goes on.
+		if strings.Contains(logs.String(), "DATA RACE") {
+			t.Errorf("%s reported a data race", name)
+		}
 		if t.Failed() {
 			t.Logf("%s output:\n%s", name, logs.String())
 		}

@@ -1,15 +1,20 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
+	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -50,6 +55,16 @@ func init() {
 // over the network the client came in on. TLS towards clients is the job
 // of caddy-l4's own `tls` handler placed before this one; for TLS
 // passthrough, use a TCP group.
+//
+// A group has at most the target_groups app's max_udp_flows_per_group UDP
+// flows at once, across every layer4 server that routes to it: a new flow
+// beyond the cap closes the group's least recently active flow first
+// (whose client starts a new flow if it sends again).
+//
+// A route whose listener network the group's protocol does not carry (a
+// udp listener to a TCP or TLS group, a tcp listener to a UDP group) is a
+// config error, for the groups the config declares; for groups created
+// through the API such connections are closed.
 //
 // Each connection counts in its target's in_flight (DescribeTargetHealth)
 // while it is open. When the target's deregistration delay ends with
@@ -126,8 +141,12 @@ func (h *Layer4Handler) Provision(ctx caddy.Context) error {
 	}
 	h.reg = reg
 	appIface, _ := ctx.App("target_groups")
-	if spec := appIface.(*targetgroup.App).DeclaredSpec(h.Group); spec != nil && !spec.Layer4() {
+	app := appIface.(*targetgroup.App)
+	if spec := app.DeclaredSpec(h.Group); spec != nil && !spec.Layer4() {
 		return fmt.Errorf("layer4 target_group handler: group %q has protocol %s; use reverse_proxy or the http target_group handler for it", h.Group, spec.Config.Protocol)
+	}
+	if err := checkListeners(ctx, app); err != nil {
+		return err
 	}
 	h.tlsConfig = &tls.Config{
 		// As AWS load balancers do, targets are not authenticated: they may
@@ -181,6 +200,13 @@ func (h *Layer4Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 	}
 
 	f := &flow{down: cx, packet: packet}
+	if packet {
+		// Before any dial: at the group's cap this closes its least
+		// recently active flow, so that new source ports cost at most the
+		// cap in sockets, goroutines and buffers.
+		f.slot = g.AdmitFlow(f)
+		defer f.slot.Done()
+	}
 	clientIP := clientIP(cx.RemoteAddr())
 	var tried []*targetgroup.Target
 	var failures []error
@@ -207,6 +233,13 @@ func (h *Layer4Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
 // serve dials t and, once connected, relays the flow until it ends. It
 // returns an error only when the target could not be reached.
 func (h *Layer4Handler) serve(g *targetgroup.Group, t *targetgroup.Target, f *flow, network string, header []byte, useTLS bool) error {
+	// No address allowed to dial right now (a host name resolving outside
+	// allowed_cidrs): skipped as a refused dial would be, without counting
+	// against the target's passive health, as nothing was sent to it.
+	addr, err := t.DialAddr()
+	if err != nil {
+		return err
+	}
 	// The lease and the tracking start before the dial: a connection in
 	// progress counts for least_outstanding_requests, and one the registry
 	// closes while it is being dialed is abandoned.
@@ -216,7 +249,7 @@ func (h *Layer4Handler) serve(g *targetgroup.Group, t *targetgroup.Target, f *fl
 	defer untrack()
 
 	start := time.Now()
-	up, raw, err := h.dial(network, t, header, useTLS)
+	up, raw, err := h.dial(network, t, addr, header, useTLS)
 	if err == nil && !f.attach(raw) {
 		_ = raw.Close()
 		return errors.New("connection terminated while it was being dialed")
@@ -269,14 +302,15 @@ func (h *Layer4Handler) choose(snap *targetgroup.Snapshot, g *targetgroup.Group,
 	return ts[i]
 }
 
-// dial connects to t, sends the PROXY header on a stream and, for TLS
-// groups, completes the TLS handshake. It returns the connection to relay
-// through and the raw socket under it.
-func (h *Layer4Handler) dial(network string, t *targetgroup.Target, header []byte, useTLS bool) (up, raw net.Conn, err error) {
+// dial connects to t at addr, sends the PROXY header on a stream and, for
+// TLS groups, completes the TLS handshake (with the target's host name, if
+// it has one, as server name). It returns the connection to relay through
+// and the raw socket under it.
+func (h *Layer4Handler) dial(network string, t *targetgroup.Target, addr string, header []byte, useTLS bool) (up, raw net.Conn, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(h.DialTimeout))
 	defer cancel()
 	var d net.Dialer
-	raw, err = d.DialContext(ctx, network, t.Dial())
+	raw, err = d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -307,6 +341,132 @@ func (h *Layer4Handler) dial(network string, t *targetgroup.Target, header []byt
 		return nil, nil, fmt.Errorf("TLS handshake: %w", err)
 	}
 	return tc, raw, nil
+}
+
+// checkListeners refuses, at config load, a route of the layer4 app that
+// takes connections of a network its group's protocol does not carry (a
+// udp listener to a TCP group, a tcp listener to a UDP group), instead of
+// closing every such connection once running. Only groups the config
+// declares are known here; those created through the API are checked per
+// connection, as are handlers outside the layer4 app (caddy-l4's listener
+// wrapper), whose listeners are not the layer4 app's.
+//
+// The layer4 app provisions its servers, and they their routes, one after
+// the other; Caddy drops a route's handler JSON once all its handlers are
+// provisioned. So when the first target_group handler of an app
+// provisions, every route with one still has its JSON: that first call
+// checks them all, and the app is remembered as checked until its config
+// ends.
+func checkListeners(ctx caddy.Context, groups *targetgroup.App) error {
+	var app *layer4.App
+	for _, m := range ctx.Modules() {
+		if a, ok := m.(*layer4.App); ok {
+			app = a
+			break
+		}
+	}
+	if app == nil {
+		return nil
+	}
+	checkedApps.mu.Lock()
+	defer checkedApps.mu.Unlock()
+	if checkedApps.apps[app] {
+		return nil
+	}
+	if checkedApps.apps == nil {
+		checkedApps.apps = make(map[*layer4.App]bool)
+	}
+	checkedApps.apps[app] = true
+	context.AfterFunc(ctx, func() {
+		checkedApps.mu.Lock()
+		delete(checkedApps.apps, app)
+		checkedApps.mu.Unlock()
+	})
+
+	names := make([]string, 0, len(app.Servers))
+	for name := range app.Servers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	repl := caddy.NewReplacer()
+	for _, name := range names {
+		srv := app.Servers[name]
+		var used []string
+		for _, r := range srv.Routes {
+			for _, raw := range r.HandlersRaw {
+				used = handlerGroups(used, raw)
+			}
+		}
+		for _, group := range used {
+			spec := groups.DeclaredSpec(group)
+			if spec == nil || !spec.Layer4() {
+				continue // unknown until run time, or refused by its own handler
+			}
+			for _, listen := range srv.Listen {
+				// As the layer4 server reads its addresses.
+				addr, err := caddy.ParseNetworkAddress(repl.ReplaceAll(listen, ""))
+				if err != nil {
+					continue // the server reports it
+				}
+				packet := isPacketNetwork(addr.Network)
+				if _, err := targetNetwork(spec, packet); err == nil {
+					continue
+				}
+				kind, carries, fits := "stream", "streams", "TCP, TLS or TCP_UDP"
+				if packet {
+					kind, carries, fits = "datagram", "datagrams", "UDP or TCP_UDP"
+				}
+				return fmt.Errorf("layer4 server %q: listener %q (network %s) routes to target group %q, whose protocol %s does not carry %s; a %s listener fits a group of protocol %s",
+					name, listen, addr.Network, group, spec.Config.Protocol, carries, kind, fits)
+			}
+		}
+	}
+	return nil
+}
+
+// checkedApps are the layer4 apps of configs being loaded or running whose
+// routes checkListeners has checked.
+var checkedApps struct {
+	mu   sync.Mutex
+	apps map[*layer4.App]bool
+}
+
+// handlerGroups appends the groups of the target_group handlers in one
+// handler's JSON, those nested in it (subroute) included.
+func handlerGroups(groups []string, raw json.RawMessage) []string {
+	if !bytes.Contains(raw, []byte(`"target_group"`)) {
+		return groups
+	}
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return groups // its module reports it
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if h, _ := v["handler"].(string); h == "target_group" {
+				if g, ok := v["group"].(string); ok && !slices.Contains(groups, g) {
+					groups = append(groups, g)
+				}
+			}
+			for _, e := range v {
+				walk(e)
+			}
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return groups
+}
+
+// isPacketNetwork tells the networks whose listeners caddy-l4 serves as
+// datagrams (its packet connections) from stream listeners.
+func isPacketNetwork(network string) bool {
+	return strings.HasPrefix(network, "udp") || network == "unixgram" || network == "fdgram"
 }
 
 // targetNetwork is the network targets are dialed on: the group's, and for
@@ -358,6 +518,7 @@ func clientIP(a net.Addr) string {
 type flow struct {
 	down   *layer4.Connection
 	packet bool
+	slot   *targetgroup.Flow // a UDP flow's place under max_udp_flows_per_group
 
 	mu         sync.Mutex
 	up         net.Conn // the raw socket to the target, once connected
@@ -365,8 +526,9 @@ type flow struct {
 	shut       bool
 }
 
-// Close ends the flow on behalf of the registry (connection termination).
-// It only closes sockets, so that it is quick under the group's lock.
+// Close ends the flow on behalf of the registry (connection termination)
+// or of a newer flow of the group at max_udp_flows_per_group. It only
+// closes sockets, so that it is quick under the group's lock.
 func (f *flow) Close() error {
 	f.mu.Lock()
 	f.terminated = true
@@ -489,22 +651,26 @@ func relayStream(f *flow, up net.Conn) (sent, received int64, err error) {
 
 // relayPackets relays the datagrams of one UDP flow: one read of the
 // client side is one datagram. The flow ends when the client side ends
-// (caddy-l4's idle timeout) or the target socket fails.
+// (caddy-l4's idle timeout) or the target socket fails. Every datagram,
+// either way, marks the flow active for max_udp_flows_per_group.
 func relayPackets(f *flow, up net.Conn, header []byte) (sent, received int64, err error) {
 	down := f.down
 	done := make(chan error, 1)
 	go func() {
-		buf := make([]byte, maxTargetDatagram)
+		r := newDatagramReader(up)
 		var err error
 		for {
-			var n int
-			n, err = up.Read(buf)
-			if n > 0 {
-				if _, werr := down.Conn.Write(buf[:n]); werr != nil {
+			var p []byte
+			p, err = r.next()
+			if len(p) > 0 {
+				f.slot.Touch()
+				_, werr := down.Conn.Write(p)
+				r.release()
+				if werr != nil {
 					err = werr
 					break
 				}
-				received += int64(n)
+				received += int64(len(p))
 			}
 			if err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
 				break
@@ -513,12 +679,15 @@ func relayPackets(f *flow, up net.Conn, header []byte) (sent, received int64, er
 		f.abort()
 		done <- err
 	}()
+	// caddy-l4 hands datagrams over only to a read that holds the buffer
+	// for them, so this one stays with the flow.
 	buf := make([]byte, len(header)+maxClientDatagram)
 	copy(buf, header)
 	for {
 		var n int
 		n, err = down.Read(buf[len(header):])
 		if n > 0 {
+			f.slot.Touch()
 			// ECONNREFUSED (an ICMP port unreachable from an earlier
 			// datagram) loses that datagram only, as UDP would.
 			if _, werr := up.Write(buf[:len(header)+n]); werr != nil && !errors.Is(werr, syscall.ECONNREFUSED) {
@@ -540,6 +709,107 @@ func relayPackets(f *flow, up net.Conn, header []byte) (sent, received int64, er
 		upErr = nil
 	}
 	return sent, received, errors.Join(err, upErr)
+}
+
+// targetDatagrams are the buffers that datagrams from targets are read
+// into: as large as a UDP datagram can be, and taken from the pool only
+// once a datagram is waiting, so that the flows waiting for their
+// target's next datagram (nearly all of them) hold none.
+var targetDatagrams = sync.Pool{New: func() any {
+	b := make([]byte, maxTargetDatagram)
+	return &b
+}}
+
+// nonblockingReads: on these systems the runtime's sockets are
+// non-blocking file descriptors that read(2) can be tried on once the
+// poller says they are readable. Windows sockets are overlapped handles,
+// which a plain read does not serve.
+const nonblockingReads = runtime.GOOS != "windows" && runtime.GOOS != "plan9" && runtime.GOOS != "js" && runtime.GOOS != "wasip1"
+
+// datagramReader reads the datagrams of a connected UDP socket. Where the
+// runtime's poller can wait for the socket without a read in progress, no
+// buffer is held while waiting; elsewhere the flow keeps one of its own.
+type datagramReader struct {
+	rc   syscall.RawConn
+	held *[]byte // the pooled buffer of the last datagram, until release
+	up   net.Conn
+	own  []byte
+}
+
+func newDatagramReader(up net.Conn) *datagramReader {
+	if sc, ok := up.(syscall.Conn); ok && nonblockingReads {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return &datagramReader{rc: rc}
+		}
+	}
+	return &datagramReader{up: up, own: make([]byte, maxTargetDatagram)}
+}
+
+// next waits for the next datagram and returns it; it stays valid until
+// release.
+func (r *datagramReader) next() ([]byte, error) {
+	if r.rc == nil {
+		n, err := r.up.Read(r.own)
+		return r.own[:n], err
+	}
+	buf, n, err := readWhenReady(r.rc)
+	if buf == nil {
+		return nil, err
+	}
+	r.held = buf
+	return (*buf)[:n], err
+}
+
+// release gives the last datagram's buffer back.
+func (r *datagramReader) release() {
+	if r.held != nil {
+		targetDatagrams.Put(r.held)
+		r.held = nil
+	}
+}
+
+// readWhenReady reads one datagram into a pooled buffer. RawConn.Read
+// calls the function again each time the poller reports the socket
+// readable, until it reports done; a read that would block gives its
+// buffer back first. Closing the socket ends the wait with net.ErrClosed.
+func readWhenReady(rc syscall.RawConn) (*[]byte, int, error) {
+	var (
+		buf  *[]byte
+		n    int
+		rerr error
+	)
+	err := rc.Read(func(fd uintptr) bool {
+		buf = targetDatagrams.Get().(*[]byte)
+		for {
+			n, rerr = sysRead(syscall.Read, fd, *buf)
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK {
+			targetDatagrams.Put(buf)
+			buf = nil
+			return false
+		}
+		return true
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil || n <= 0 {
+		if buf != nil {
+			targetDatagrams.Put(buf)
+		}
+		return nil, 0, err
+	}
+	return buf, n, nil
+}
+
+// sysRead is syscall.Read with the descriptor converted to the type the
+// platform's syscall.Read takes (inferred from it), so that this file
+// builds on every platform; it is only called where nonblockingReads.
+func sysRead[FD ~int | ~uintptr](read func(FD, []byte) (int, error), fd uintptr, p []byte) (int, error) {
+	return read(FD(fd), p)
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens, inside a

@@ -209,7 +209,7 @@ type view struct {
 func newView(snap *targetgroup.Snapshot, pool reverseproxy.UpstreamPool) view {
 	v := view{snap: snap, n: len(pool), aligned: len(pool) == len(snap.Routable)}
 	for i := 0; v.aligned && i < len(pool); i++ {
-		v.aligned = snap.Routable[i].Dial() == pool[i].Dial
+		v.aligned = snap.Dial(i) == pool[i].Dial
 	}
 	if !v.aligned {
 		v.targets = make([]*targetgroup.Target, len(pool))

@@ -140,9 +140,9 @@ func (s *stickiness) setCookies(w http.ResponseWriter, kr *selection.Keyring, gr
 }
 
 func (s *stickiness) seal(kr *selection.Keyring, group string, t *targetgroup.Target, sec int64) (*sealedCookies, error) {
-	cfg := t.Config()
+	key := t.Key()
 	expires := time.Unix(sec, 0)
-	value, err := kr.Seal(selection.Sticky{Group: group, ID: cfg.ID, Port: cfg.Port, Expires: expires})
+	value, err := kr.Seal(selection.Sticky{Group: group, ID: key.ID, Port: key.Port, Expires: expires})
 	if err != nil {
 		return nil, err
 	}

@@ -87,7 +87,7 @@ func (u *UpstreamSource) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream
 	vals := make([]reverseproxy.Upstream, n)
 	ups := make([]*reverseproxy.Upstream, n)
 	for k := range ups {
-		vals[k].Dial = snap.Routable[(first+k)%len(snap.Routable)].Dial()
+		vals[k].Dial = snap.Dial((first + k) % len(snap.Routable))
 		ups[k] = &vals[k]
 	}
 	return ups, nil

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds Caddy with this plugin into bin/caddy, the way users do: with xcaddy.
+# Builds Caddy with this plugin into bin/caddy (or $CADDY_OUTPUT), the way
+# users do: with xcaddy. XCADDY_RACE_DETECTOR=1 builds it with the race
+# detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -12,5 +14,5 @@ fi
 # some proxies refuse; "|off" lets it fall through to the local checkout.
 export GOPROXY=${XCADDY_GOPROXY:-https://proxy.golang.org|off}
 exec ./bin/xcaddy build "$CADDY_VERSION" \
-	--output "$root/bin/caddy" \
+	--output "${CADDY_OUTPUT:-$root/bin/caddy}" \
 	--with "github.com/caddy-targetgroup/caddy-targetgroup=$root"

@@ -19,13 +19,7 @@ export RELIABILITY_SECONDS=${RELIABILITY_SECONDS:-60}
 if [ -z "${CADDY_BINARY:-}" ]; then
 	if [ "${RELIABILITY_RACE:-1}" = 1 ]; then
 		echo "== build Caddy with the plugin and the race detector (xcaddy)"
-		if [ ! -x bin/xcaddy ]; then
-			(cd tools/xcaddy && go build -o "$root/bin/xcaddy" github.com/caddyserver/xcaddy/cmd/xcaddy)
-		fi
-		# As scripts/build-caddy.sh, with XCADDY_RACE_DETECTOR.
-		GOPROXY=${XCADDY_GOPROXY:-https://proxy.golang.org|off} XCADDY_RACE_DETECTOR=1 \
-			./bin/xcaddy build "${CADDY_VERSION:-v2.11.9}" --output "$root/bin/caddy-race" \
-			--with "github.com/caddy-targetgroup/caddy-targetgroup=$root"
+		XCADDY_RACE_DETECTOR=1 CADDY_OUTPUT="$root/bin/caddy-race" scripts/build-caddy.sh
 		export CADDY_BINARY="$root/bin/caddy-race"
 	else
 		echo "== build Caddy with the plugin (xcaddy)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, vet, every package with the race
 # detector (including the end-to-end tests that build Caddy with xcaddy and
-# drive the real binary), then the README's demo, start to finish.
+# drive the real binary, built with the race detector), then the README's
+# demo, start to finish.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,9 +16,14 @@ fi
 echo "== go vet"
 go vet ./...
 
-echo "== build Caddy with the plugin (xcaddy)"
+echo "== build Caddy with the plugin (xcaddy), and with the race detector"
 scripts/build-caddy.sh
-export CADDY_BINARY="$PWD/bin/caddy"
+start=$(date +%s)
+XCADDY_RACE_DETECTOR=1 CADDY_OUTPUT="$PWD/bin/caddy-race" scripts/build-caddy.sh
+echo "race-detector build: $(($(date +%s) - start)) s"
+# The built-binary tests run against the race-detector Caddy and fail on
+# any DATA RACE in its log.
+export CADDY_BINARY="$PWD/bin/caddy-race"
 
 echo "== go test -race"
 # This includes the reliability suite's short form (RELIABILITY_SECONDS,
@@ -30,7 +36,7 @@ make -s fuzz FUZZTIME="${FUZZTIME:-5s}"
 echo "== benchmark smoke run (make bench runs it in full)"
 if command -v wrk >/dev/null 2>&1 && { command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; }; then
 	smoke=$(mktemp -d)
-	BENCH_ROUNDS=1 BENCH_DURATION=1 BENCH_WARMUP=1 BENCH_RESULTS="$smoke" BENCH_OUT="$smoke/results.md" \
+	CADDY_BINARY="$PWD/bin/caddy" BENCH_ROUNDS=1 BENCH_DURATION=1 BENCH_WARMUP=1 BENCH_RESULTS="$smoke" BENCH_OUT="$smoke/results.md" \
 		scripts/bench.sh >"$smoke/log" 2>&1 || {
 		cat "$smoke/log" >&2
 		exit 1

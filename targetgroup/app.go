@@ -169,11 +169,18 @@ func (a *App) Cleanup() error {
 // Limits are the quotas of the app. Exceeding one is refused with
 // ServiceQuotaExceededException and changes nothing.
 type Limits struct {
-	// Targets registered in one group (draining ones excluded). Default 1000,
-	// as AWS.
+	// Targets registered in one group, draining ones included: they hold
+	// memory and timers until their delay ends. Default 1000, as AWS.
 	MaxTargetsPerGroup int `json:"max_targets_per_group,omitempty"`
 	// Target groups, config and API together. Default 3000, as AWS.
 	MaxGroups int `json:"max_groups,omitempty"`
+	// Live UDP flows of one group, across every layer4 server that routes
+	// to it: a new flow beyond it closes the group's least recently active
+	// flow (whose client starts a new one if it sends again). Each flow
+	// holds a socket to its target until the layer4 server's idle_timeout,
+	// and a client gets a new flow with every source port it sends from.
+	// 1-1000000, default 10000.
+	MaxUDPFlowsPerGroup int `json:"max_udp_flows_per_group,omitempty"`
 }
 
 func (l Limits) withDefaults() Limits {
@@ -182,6 +189,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxGroups == 0 {
 		l.MaxGroups = 3000
+	}
+	if l.MaxUDPFlowsPerGroup == 0 {
+		l.MaxUDPFlowsPerGroup = 10000
 	}
 	return l
 }
@@ -192,6 +202,8 @@ func (l Limits) validate() error {
 		return fieldErr("max_targets_per_group", "%d is outside 1-%d", l.MaxTargetsPerGroup, maxTargetsPerGroup)
 	case l.MaxGroups < 1 || l.MaxGroups > 100000:
 		return fieldErr("max_groups", "%d is outside 1-100000", l.MaxGroups)
+	case l.MaxUDPFlowsPerGroup < 1 || l.MaxUDPFlowsPerGroup > 1000000:
+		return fieldErr("max_udp_flows_per_group", "%d is outside 1-1000000", l.MaxUDPFlowsPerGroup)
 	}
 	return nil
 }

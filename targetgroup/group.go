@@ -6,10 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,9 +33,7 @@ type Group struct {
 	name string
 	id   string
 
-	// apiMu serialises API changes of the group together with their
-	// persistence, so that records are written in the order of the changes.
-	apiMu   sync.Mutex
+	// version is that of the group's stored record.
 	version atomic.Int64
 
 	mu          sync.Mutex
@@ -57,6 +53,9 @@ type Group struct {
 	closed     bool
 	pending    []event // emitted once mu is released
 
+	// flows are the live UDP flows, bounded by max_udp_flows_per_group.
+	flows flowTable
+
 	snap atomic.Pointer[Snapshot]
 	// RR is the group's round-robin cursor, shared by every route that uses
 	// the group so that the spread is even across them.
@@ -70,6 +69,9 @@ type Snapshot struct {
 	Spec *Spec
 	// Routable are the targets new requests may go to, in a stable order.
 	Routable []*Target
+	// dials are their addresses ("ip:port", checked against allowed_cidrs
+	// when published).
+	dials []string
 	// FailOpen is true when too few targets are healthy and Routable holds
 	// unhealthy targets too (unhealthy_state_routing).
 	FailOpen bool
@@ -121,7 +123,13 @@ func (s *Snapshot) SlowStartSince(i int, now time.Time) (time.Time, bool) {
 	return since, now.Sub(since) < s.SlowStart
 }
 
-// ByDial finds a routable target by its dial address.
+// Dial is the address routable target i is connected to, "ip:port": a host
+// name's resolved address, never the name, so that whatever dials it (a
+// reverse_proxy transport of the user's) connects only where the health
+// check did, inside allowed_cidrs.
+func (s *Snapshot) Dial(i int) string { return s.dials[i] }
+
+// ByDial finds a routable target by the address Dial gives for it.
 func (s *Snapshot) ByDial(dial string) *Target { return s.byDial[dial] }
 
 // NoTargetReason explains an empty Routable list to a client or a log.
@@ -209,6 +217,10 @@ func (g *Group) publish() {
 			continue
 		}
 		switch t.state {
+		case StateUnused:
+			// Not registered, not resolvable or no longer fitting the
+			// config: no part of the group's health.
+			continue
 		case StateHealthy:
 			healthy = append(healthy, t)
 			s.Healthy++
@@ -226,6 +238,10 @@ func (g *Group) publish() {
 		}
 		s.Total++
 	}
+	// A host name is routable only once it resolved inside allowed_cidrs.
+	unresolved := func(t *Target) bool { return t.addr.Load() == nil }
+	healthy = slices.DeleteFunc(healthy, unresolved)
+	unhealthy = slices.DeleteFunc(unhealthy, unresolved)
 	s.Routable = healthy
 	s.healthyN = len(healthy)
 	a := g.spec.Attributes
@@ -246,12 +262,14 @@ func (g *Group) publish() {
 	}
 	s.SlowStart = a.SlowStart
 	s.slowSince = make([]int64, len(s.Routable))
+	s.dials = make([]string, len(s.Routable))
 	var weights []float64
 	if a.Algorithm == AlgorithmWeightedRandom {
 		weights = make([]float64, len(s.Routable))
 	}
 	for i, t := range s.Routable {
-		s.byDial[t.dial] = t
+		s.dials[i] = t.addr.Load().s
+		s.byDial[s.dials[i]] = t
 		s.byKey[t.Key()] = i
 		if !t.slowStartSince.IsZero() {
 			s.slowSince[i] = t.slowStartSince.UnixNano()
@@ -298,10 +316,10 @@ func (g *Group) sortedTargets() []*Target {
 }
 
 func compareTargets(a, b *Target) int {
-	if c := strings.Compare(a.cfg.ID, b.cfg.ID); c != 0 {
+	if c := strings.Compare(a.key.ID, b.key.ID); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.cfg.Port, b.cfg.Port)
+	return cmp.Compare(a.key.Port, b.key.Port)
 }
 
 // setState changes a target's state, logs the change once and queues its
@@ -325,7 +343,7 @@ func (g *Group) setState(t *Target, s State, reason, desc string) {
 		zap.String("reason", reason),
 		zap.String("description", desc))
 	data := map[string]any{
-		"group": g.name, "target": t.cfg.ID, "port": t.cfg.Port, "host": t.dial,
+		"group": g.name, "target": t.key.ID, "port": t.key.Port, "host": t.dial,
 		"old": string(old), "new": string(s), "reason": reason,
 	}
 	g.pending = append(g.pending, event{name: "target_state_changed", data: data})
@@ -403,6 +421,7 @@ func (g *Group) register(cfgs []TargetConfig, o owner) {
 			// target back at once, through initial health checking.
 			g.stopDrain(t)
 			t.owner, t.cfg.AvailabilityZone, t.cfg.Weight, t.registeredAt = o, c.AvailabilityZone, c.Weight, now
+			t.misfit = "" // validated against the config in force
 			t.noSlowStart = empty
 			g.initialState(t)
 		default:
@@ -431,7 +450,7 @@ func (g *Group) deregister(keys []TargetKey) {
 		t.drainUntil = g.reg.clock.Now().Add(delay)
 		t.drainTimer = g.reg.clock.AfterFunc(delay, func() { g.finishDrain(t) })
 		if t.inflight.Load() == 0 {
-			g.pending = append(g.pending, event{name: "drained", data: map[string]any{"group": g.name, "target": t.cfg.ID, "port": t.cfg.Port}})
+			g.pending = append(g.pending, event{name: "drained", data: map[string]any{"group": g.name, "target": t.key.ID, "port": t.key.Port}})
 		}
 	}
 }
@@ -451,7 +470,7 @@ func (g *Group) drained(t *Target) {
 	g.lock()
 	if g.targets[t.Key()] == t && t.state == StateDraining {
 		g.reg.logger.Info("target drained", zap.String("group", g.name), zap.String("target", t.Key().String()))
-		g.pending = append(g.pending, event{name: "drained", data: map[string]any{"group": g.name, "target": t.cfg.ID, "port": t.cfg.Port}})
+		g.pending = append(g.pending, event{name: "drained", data: map[string]any{"group": g.name, "target": t.key.ID, "port": t.key.Port}})
 	}
 	g.unlock()
 }
@@ -493,15 +512,11 @@ func (g *Group) setSpec(s *Spec) {
 		return
 	}
 	for _, t := range g.targets {
-		if t.state == StateDraining {
+		if t.state == StateDraining || t.misfit != "" {
 			continue
 		}
 		g.initialState(t)
-		if s.HealthCheck.Enabled {
-			g.reg.schedule(g, t)
-		} else {
-			g.reg.unschedule(g, t)
-		}
+		g.reg.schedule(g, t)
 	}
 }
 
@@ -517,69 +532,105 @@ func (g *Group) close() {
 	}
 }
 
-// check runs one health check of t and applies its result.
+// check runs one health check of t and applies its result. A host name is
+// resolved first, at every check, which is how a changed DNS record is
+// noticed, and only an address inside allowed_cidrs is ever probed. With
+// health checks off, a host name is still resolved on this schedule, so that
+// traffic follows its DNS record under the same rule.
 func (g *Group) check(ctx context.Context, t *Target) {
 	g.lock()
 	spec := g.spec
-	if g.closed || g.targets[t.Key()] != t || t.state == StateDraining || !spec.HealthCheck.Enabled {
+	enabled := spec.HealthCheck.Enabled
+	if g.closed || g.targets[t.key] != t || t.state == StateDraining || t.misfit != "" || !enabled && !t.named() {
 		g.unlock()
 		return
 	}
-	if t.state == StateInitial && t.reason == ReasonRegistrationInProgress {
+	if enabled && t.state == StateInitial && t.reason == ReasonRegistrationInProgress {
 		g.setState(t, StateInitial, ReasonInitialHealthChecking, "Initial health checks in progress")
 	}
 	g.unlock()
 
-	port := t.cfg.Port
+	ip := t.ip
+	if !ip.IsValid() {
+		rctx, cancel := context.WithTimeout(ctx, spec.HealthCheck.Probe.Timeout)
+		var err error
+		ip, err = g.reg.resolve(rctx, t.key.ID, spec.Config.IPAddressType, t.key.Port)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			// Like a stopped instance to AWS: unused, and never connected to.
+			g.observe(t, spec, healthcheck.Result{}, netip.Addr{}, err)
+			return
+		}
+	}
+	if !enabled {
+		g.observe(t, spec, healthcheck.Result{}, ip, nil)
+		return
+	}
+	port := t.key.Port
 	if spec.HealthCheck.Port != 0 {
 		port = spec.HealthCheck.Port
+	}
+	probe := netip.AddrPortFrom(ip, uint16(port))
+	if err := g.reg.checkDial(probe); err != nil {
+		g.observe(t, spec, healthcheck.Result{}, netip.Addr{}, fmt.Errorf("health check of %s: %v", t.key, err))
+		return
 	}
 	network := "tcp4"
 	if spec.Config.IPAddressType == IPv6 {
 		network = "tcp6"
 	}
-	addr := net.JoinHostPort(t.cfg.ID, strconv.Itoa(port))
-	if _, err := netip.ParseAddr(t.cfg.ID); err != nil {
-		// A host name is resolved at every check, which is how a changed DNS
-		// record is noticed; one that does not resolve is like a stopped
-		// instance to AWS.
-		rctx, cancel := context.WithTimeout(ctx, spec.HealthCheck.Probe.Timeout)
-		ips, err := net.DefaultResolver.LookupNetIP(rctx, "ip"+network[3:], t.cfg.ID)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil || len(ips) == 0 {
-			g.observe(t, spec, healthcheck.Result{}, fmt.Errorf("target host name %s does not resolve: %v", t.cfg.ID, err))
-			return
-		}
-		addr = net.JoinHostPort(ips[0].Unmap().String(), strconv.Itoa(port))
-	}
-	res := g.reg.prober.Probe(ctx, network, addr, spec.HealthCheck.Probe)
+	res := g.reg.prober.Probe(ctx, network, probe.String(), spec.HealthCheck.Probe)
 	if ctx.Err() != nil {
 		return // the scheduler stopped: a cancelled check says nothing about the target
 	}
-	g.observe(t, spec, res, nil)
+	g.observe(t, spec, res, ip, nil)
 }
 
 // observe applies one health check result to t: the threshold state machine,
-// then the state AWS would report. invalid is set when the target could not
-// even be resolved.
-func (g *Group) observe(t *Target, spec *Spec, res healthcheck.Result, invalid error) {
+// then the state AWS would report. ip is the address the check went to;
+// invalid is set when there was none to check (a host name that does not
+// resolve inside allowed_cidrs). With health checks off, only the address
+// matters.
+func (g *Group) observe(t *Target, spec *Spec, res healthcheck.Result, ip netip.Addr, invalid error) {
 	g.lock()
 	defer g.unlock()
-	if g.closed || g.targets[t.Key()] != t || t.state == StateDraining || g.spec != spec {
+	if g.closed || g.targets[t.key] != t || t.state == StateDraining || t.misfit != "" || g.spec != spec {
 		return
 	}
 	old := t.state
+	moved := false
 	defer func() {
-		if t.state != old {
+		if t.state != old || moved {
 			g.publish()
 		}
 	}()
 	if invalid != nil {
+		if t.named() && t.addr.Load() != nil {
+			t.addr.Store(nil)
+			moved = true
+		}
 		g.stopUnhealthyDrain(t)
 		g.setState(t, StateUnused, ReasonInvalidState, invalid.Error())
+		if old != StateUnused {
+			t.closeConns()
+		}
+		return
+	}
+	if t.named() {
+		if a := t.addr.Load(); a == nil || a.ap.Addr() != ip {
+			// Connections already open stay where they are; new ones go to
+			// the new address.
+			t.addr.Store(newDialAddr(ip, t.key.Port))
+			moved = true
+		}
+	}
+	if !spec.HealthCheck.Enabled {
+		if t.state == StateUnused {
+			g.setState(t, StateUnavailable, ReasonHealthCheckDisabled, "Health checks are disabled")
+		}
 		return
 	}
 	if t.state == StateUnused {
@@ -612,6 +663,57 @@ func (g *Group) observe(t *Target, spec *Spec, res healthcheck.Result, invalid e
 				t.closeConns()
 			}
 		}
+	}
+}
+
+// revalidate checks every registered target against the group's current
+// spec and allow-list after a config load: a target that no longer fits
+// (allowed_cidrs narrowed, ip_address_type or type changed, a second target
+// in a lambda or alb group) is unused and gets no traffic until a later
+// load makes it fit again, when it starts over through initial checks.
+// Called with mu held; the caller publishes.
+func (g *Group) revalidate(allowed []netip.Prefix) {
+	single := g.spec.Config.Type == TypeLambda || g.spec.Config.Type == TypeALB
+	kept := 0
+	// Config targets first: they are the ones a single-target group keeps.
+	for _, owners := range []owner{ownerConfig, ownerAPI} {
+		for _, t := range g.sortedTargets() {
+			if t.owner != owners || t.state == StateDraining {
+				continue
+			}
+			why := ""
+			if _, err := g.spec.NormalizeTarget(t.cfg, allowed); err != nil {
+				why = err.Error()
+			} else if single && kept > 0 {
+				why = fmt.Sprintf("a %s target group holds a single target", g.spec.Config.Type)
+			} else {
+				kept++
+			}
+			g.setMisfit(t, why)
+		}
+	}
+}
+
+func (g *Group) setMisfit(t *Target, why string) {
+	switch {
+	case why != "":
+		first := t.misfit == ""
+		t.misfit = why
+		g.reg.unschedule(g, t)
+		g.stopUnhealthyDrain(t)
+		g.setState(t, StateUnused, ReasonInvalidState, "Target does not fit the target group's configuration: "+why)
+		if first {
+			g.reg.logger.Warn("target no longer fits its target group's configuration; it gets no traffic",
+				zap.String("group", g.name), zap.String("target", t.key.String()), zap.String("why", why))
+			t.closeConns()
+		}
+	case t.misfit != "":
+		t.misfit = ""
+		if t.named() {
+			t.addr.Store(nil) // resolved again by its first check
+		}
+		g.initialState(t)
+		g.reg.schedule(g, t)
 	}
 }
 

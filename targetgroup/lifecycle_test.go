@@ -2,6 +2,7 @@ package targetgroup
 
 import (
 	"errors"
+	"net/netip"
 	"sort"
 	"sync"
 	"testing"
@@ -123,7 +124,7 @@ func (l *lifecycle) check(port int, pass bool) {
 	if !pass {
 		res.Reason, res.Description = ReasonResponseCodeMismatch, "Health checks failed with these codes: [503]"
 	}
-	l.g.observe(l.target(port), l.g.Spec(), res, nil)
+	l.g.observe(l.target(port), l.g.Spec(), res, l.target(port).ip, nil)
 }
 
 func (l *lifecycle) hasEvent(name string) bool {
@@ -254,7 +255,7 @@ func TestUnresolvableTargetIsUnused(t *testing.T) {
 	l := newLifecycle(t, &GroupConfig{})
 	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
 	l.check(1, true)
-	l.g.observe(l.target(1), l.g.Spec(), healthcheck.Result{}, errors.New("target host name x does not resolve"))
+	l.g.observe(l.target(1), l.g.Spec(), healthcheck.Result{}, netip.Addr{}, errors.New("target host name x does not resolve"))
 	l.expect(1, StateUnused, ReasonInvalidState)
 	if len(l.g.Snapshot().Routable) != 0 {
 		t.Fatal("an unresolvable target is routable")

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"time"
 )
 
 // Error is an API error with the AWS error code the admin API answers.
@@ -31,6 +32,9 @@ const (
 	CodeUnavailable      = "ServiceUnavailable"
 	CodeInternal         = "InternalServerException"
 	CodeQuotaExceeded    = "ServiceQuotaExceededException"
+	// A change that could not be written to storage, or that could
+	// overwrite a stored record not read yet: refused, nothing changed.
+	CodeStorageUnavailable = "StorageUnavailable"
 )
 
 func errNotFound(name string) *Error {
@@ -169,6 +173,12 @@ func (g *Group) Health() GroupHealth {
 	s := g.Snapshot()
 	a := s.Spec.Attributes
 	h := GroupHealth{Healthy: s.Healthy + s.Unavailable, Unhealthy: s.Unhealthy, Total: s.Total, RoutingFailover: s.FailOpen}
+	// NLB: "a target group is considered healthy as long as it has at least
+	// one healthy target" — an empty group too is unhealthy. The thresholds
+	// can only make it stricter.
+	if h.Healthy == 0 {
+		h.DNSFailover = true
+	}
 	if a.DNSFailoverCount > 0 && h.Healthy < a.DNSFailoverCount {
 		h.DNSFailover = true
 	}
@@ -179,46 +189,112 @@ func (g *Group) Health() GroupHealth {
 }
 
 // RegisterTargets registers a batch of targets: all of them or, when one is
-// invalid, none. Registering a registered target changes nothing;
-// registering a draining target brings it back through initial checks.
-// It returns once the change is saved.
+// invalid, none. Registering a registered target changes nothing (an API
+// target may be given a new zone or weight; a config target's are the
+// config's); registering a draining target brings it back through initial
+// checks. The change is stored first and takes effect only once stored, so
+// a refused call — storage unavailable included — changes nothing.
 func (r *Registry) RegisterTargets(name string, targets []TargetConfig) ([]TargetConfig, error) {
-	g := r.Group(name)
-	if g == nil {
+	if r.Group(name) == nil {
 		return nil, errNotFound(name)
 	}
 	if len(targets) == 0 {
 		return nil, fieldErr("targets", "at least one target is required")
 	}
-	g.apiMu.Lock()
-	defer g.apiMu.Unlock()
-	g.lock()
-	norm, err := g.registerBatch(targets, r.Allowed(), r.Limits())
-	var rec groupRecord
-	if err == nil {
-		rec = g.record()
+	defer r.names.lock(name)()
+	g := r.Group(name)
+	if g == nil {
+		return nil, errNotFound(name)
 	}
+	if err := r.restoring.writable(name); err != nil {
+		return nil, err
+	}
+	g.lock()
+	b := r.basis(g)
+	plan, err := g.registerBatch(targets, *b.allowed, *b.limits)
+	var rec groupRecord
+	if err == nil && len(plan.put) > 0 {
+		rec = g.record().with(plan.put, nil)
+	}
+	own := g.version.Load()
 	g.unlock()
 	if err != nil {
 		return nil, err
 	}
-	return norm, r.save(g, rec)
+	if len(plan.put) == 0 {
+		return plan.norm, nil // registered as asked already: nothing to store
+	}
+	v, err := r.save(rec, own)
+	if err != nil {
+		return nil, err
+	}
+	g.lock()
+	stale := r.basis(g) != b
+	if stale {
+		if g.closed {
+			g.unlock()
+			return nil, errNotFound(name)
+		}
+		if plan, err = g.registerBatch(targets, r.Allowed(), r.Limits()); err != nil {
+			g.unlock()
+			r.rewrite(g)
+			return nil, err
+		}
+	}
+	g.version.Store(v)
+	for _, t := range plan.put {
+		delete(g.tombstones, t.Key())
+	}
+	g.register(plan.put, ownerAPI)
+	g.publish()
+	g.unlock()
+	if stale {
+		r.rewrite(g)
+	}
+	return plan.norm, nil
 }
 
-// registerBatch validates every target, then registers them. Called with mu held.
-func (g *Group) registerBatch(targets []TargetConfig, allowed []netip.Prefix, limits Limits) ([]TargetConfig, error) {
+// registration is what a RegisterTargets call changes.
+type registration struct {
+	norm []TargetConfig // the call's targets, normalised (port filled in)
+	put  []TargetConfig // those to register or update, one per target
+}
+
+// registerBatch validates every target against the group as it is and
+// works out what registering them changes; it changes nothing. Called with
+// mu held.
+func (g *Group) registerBatch(targets []TargetConfig, allowed []netip.Prefix, limits Limits) (registration, error) {
 	spec := g.spec
 	norm := make([]TargetConfig, len(targets))
-	added := map[TargetKey]bool{}
+	last := make(map[TargetKey]int, len(targets))
 	for i, t := range targets {
 		n, err := spec.NormalizeTarget(t, allowed)
 		if err != nil {
-			return nil, prefixField(fmt.Sprintf("targets[%d]", i), err)
+			return registration{}, prefixField(fmt.Sprintf("targets[%d]", i), err)
+		}
+		if cur := g.targets[n.Key()]; cur != nil && cur.owner == ownerConfig && cur.state != StateDraining {
+			if err := errConfigTarget(g.name, i, cur.cfg, n); err != nil {
+				return registration{}, err
+			}
 		}
 		norm[i] = n
-		if cur := g.targets[n.Key()]; cur == nil || cur.state == StateDraining {
-			added[n.Key()] = true
+		last[n.Key()] = i
+	}
+	var put []TargetConfig
+	added, revived := 0, 0
+	for i, n := range norm {
+		if last[n.Key()] != i {
+			continue // a later entry of the call wins, as a later call would
 		}
+		switch cur := g.targets[n.Key()]; {
+		case cur == nil:
+			added++
+		case cur.state == StateDraining:
+			revived++
+		case cur.owner == ownerConfig || sameRegistration(cur.cfg, n):
+			continue // nothing to change
+		}
+		put = append(put, n)
 	}
 	live := 0
 	for _, t := range g.targets {
@@ -226,18 +302,40 @@ func (g *Group) registerBatch(targets []TargetConfig, allowed []netip.Prefix, li
 			live++
 		}
 	}
-	if err := spec.checkTargetCount(live + len(added)); err != nil {
-		return nil, err
+	if err := spec.checkTargetCount(live + added + revived); err != nil {
+		return registration{}, err
 	}
-	if live+len(added) > limits.MaxTargetsPerGroup {
-		return nil, errQuota("target group %q would hold %d targets; max_targets_per_group is %d", g.name, live+len(added), limits.MaxTargetsPerGroup)
+	// Draining targets count: each holds memory, a timer and a tombstone in
+	// the record until its delay ends, so register/deregister cycles must
+	// not grow a group past the quota.
+	if total := len(g.targets) + added; total > limits.MaxTargetsPerGroup {
+		return registration{}, errQuota("target group %q would hold %d targets, %d of them draining; max_targets_per_group is %d, and draining targets count until their deregistration delay ends",
+			g.name, total, len(g.targets)-live, limits.MaxTargetsPerGroup)
 	}
-	for k := range added {
-		delete(g.tombstones, k)
+	return registration{norm: norm, put: put}, nil
+}
+
+// sameRegistration reports whether registering want changes nothing of
+// cur: the same zone and the same weight (absent meaning 1).
+func sameRegistration(cur, want TargetConfig) bool {
+	return cur.AvailabilityZone == want.AvailabilityZone && max(cur.Weight, 1) == max(want.Weight, 1)
+}
+
+// errConfigTarget refuses to change, through the API, a target the config
+// declares; registering it again as the config has it changes nothing.
+func errConfigTarget(group string, i int, cur, want TargetConfig) error {
+	var field, have, asked string
+	switch {
+	case cur.AvailabilityZone != want.AvailabilityZone:
+		field, have, asked = "availability_zone", strconv.Quote(cur.AvailabilityZone), strconv.Quote(want.AvailabilityZone)
+	case max(cur.Weight, 1) != max(want.Weight, 1):
+		field, have, asked = "weight", strconv.Itoa(max(cur.Weight, 1)), strconv.Itoa(max(want.Weight, 1))
+	default:
+		return nil
 	}
-	g.register(norm, ownerAPI)
-	g.publish()
-	return norm, nil
+	return &Error{http.StatusConflict, CodeNotPermitted, fmt.Sprintf(
+		"targets[%d].%s: target %s is declared in the config of target group %q, which owns its %s (%s; this call asks for %s): change it in the config and reload, or register it with the config's values",
+		i, field, want.Key(), group, field, have, asked)}
 }
 
 func errQuota(format string, args ...any) *Error {
@@ -246,39 +344,81 @@ func errQuota(format string, args ...any) *Error {
 
 // DeregisterTargets starts draining a batch of targets. Targets that are not
 // registered are ignored, as in AWS; targets declared by the config can't be
-// deregistered through the API. It returns once the change is saved.
+// deregistered through the API. It returns once the change is stored, and
+// a call that can't be stored changes nothing.
 func (r *Registry) DeregisterTargets(name string, targets []TargetConfig) error {
-	g := r.Group(name)
-	if g == nil {
+	if r.Group(name) == nil {
 		return errNotFound(name)
 	}
 	if len(targets) == 0 {
 		return fieldErr("targets", "at least one target is required")
 	}
-	g.apiMu.Lock()
-	defer g.apiMu.Unlock()
-	g.lock()
-	err := g.deregisterBatch(targets, r.Allowed())
-	var rec groupRecord
-	if err == nil {
-		rec = g.record()
+	defer r.names.lock(name)()
+	g := r.Group(name)
+	if g == nil {
+		return errNotFound(name)
 	}
+	if err := r.restoring.writable(name); err != nil {
+		return err
+	}
+	g.lock()
+	b := r.basis(g)
+	plan, err := g.deregisterBatch(targets, *b.allowed)
+	var rec groupRecord
+	if err == nil && len(plan.keys) > 0 {
+		rec = g.record().with(nil, plan.drop)
+	}
+	own := g.version.Load()
 	g.unlock()
 	if err != nil {
 		return err
 	}
-	return r.save(g, rec)
+	if len(plan.keys) == 0 {
+		return nil // none of them is registered: nothing to store
+	}
+	v, err := r.save(rec, own)
+	if err != nil {
+		return err
+	}
+	g.lock()
+	stale := r.basis(g) != b
+	if stale {
+		if g.closed {
+			g.unlock()
+			return errNotFound(name)
+		}
+		if plan, err = g.deregisterBatch(targets, r.Allowed()); err != nil {
+			g.unlock()
+			r.rewrite(g)
+			return err
+		}
+	}
+	g.version.Store(v)
+	g.deregister(plan.keys)
+	g.publish()
+	g.unlock()
+	if stale {
+		r.rewrite(g)
+	}
+	return nil
 }
 
-// deregisterBatch checks every target, then drains them. Called with mu held.
-func (g *Group) deregisterBatch(targets []TargetConfig, allowed []netip.Prefix) error {
+// deregistration is what a DeregisterTargets call changes.
+type deregistration struct {
+	keys []TargetKey             // the targets to drain
+	drop map[TargetKey]time.Time // their tombstones in the record, until the delay ends
+}
+
+// deregisterBatch checks every target and works out which ones start
+// draining; it changes nothing. Called with mu held.
+func (g *Group) deregisterBatch(targets []TargetConfig, allowed []netip.Prefix) (deregistration, error) {
 	keys := make([]TargetKey, len(targets))
 	for i, t := range targets {
 		if t.ID == "" {
-			return fieldErr(fmt.Sprintf("targets[%d].id", i), "required")
+			return deregistration{}, fieldErr(fmt.Sprintf("targets[%d].id", i), "required")
 		}
 		if t.Port < 0 || t.Port > 65535 {
-			return fieldErr(fmt.Sprintf("targets[%d].port", i), "%d is outside 1-65535", t.Port)
+			return deregistration{}, fieldErr(fmt.Sprintf("targets[%d].port", i), "%d is outside 1-65535", t.Port)
 		}
 		n, err := g.spec.NormalizeTarget(t, allowed)
 		if err != nil {
@@ -290,10 +430,22 @@ func (g *Group) deregisterBatch(targets []TargetConfig, allowed []netip.Prefix) 
 		}
 		keys[i] = n.Key()
 		if cur := g.targets[keys[i]]; cur != nil && cur.owner == ownerConfig && cur.state != StateDraining {
-			return &Error{http.StatusConflict, CodeNotPermitted, fmt.Sprintf("targets[%d]: %s is declared in the config of target group %q; remove it from the config instead", i, keys[i], g.name)}
+			return deregistration{}, &Error{http.StatusConflict, CodeNotPermitted, fmt.Sprintf("targets[%d]: %s is declared in the config of target group %q; remove it from the config instead", i, keys[i], g.name)}
 		}
 	}
-	g.deregister(keys)
-	g.publish()
-	return nil
+	d := deregistration{drop: make(map[TargetKey]time.Time)}
+	until := g.reg.clock.Now().Add(g.spec.Attributes.DeregistrationDelay)
+	for _, k := range keys {
+		t := g.targets[k]
+		if t == nil || t.state == StateDraining {
+			continue
+		}
+		if _, dup := d.drop[k]; dup {
+			continue
+		}
+		// Live config targets were refused above: what drains is the API's.
+		d.keys = append(d.keys, k)
+		d.drop[k] = until
+	}
+	return d, nil
 }

@@ -2,8 +2,10 @@ package targetgroup
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,9 +54,17 @@ type Registry struct {
 	started bool
 	applied *App              // the app whose config is in force
 	tokens  map[string]string // CreateTargetGroup client tokens → group name
+	// names serialises the API's changes of one group name with the
+	// writes of their records (store.go).
+	names nameLocks
+	// restoring holds what restore has not read from storage yet, which
+	// the API must not overwrite (store.go).
+	restoring restoreState
 	// observe, when set, sees every event emitted (tests).
 	observe func(name string, data map[string]any)
 	clock   clock
+	// resolver resolves host-name targets (instance, alb).
+	resolver resolver
 }
 
 type event struct {
@@ -74,8 +84,15 @@ func newRegistry(logger *zap.Logger) *Registry {
 		prober: healthcheck.NewProber(),
 		clock:  realClock{},
 		tokens: map[string]string{},
-		stop:   make(chan struct{}),
+
+		resolver: net.DefaultResolver,
+		stop:     make(chan struct{}),
 	}
+	// A check that panics is a bug of ours; the scheduler keeps going and
+	// the log says where.
+	r.sched.SetPanicHandler(func(key string, recovered any, stack []byte) {
+		logger.Error("health check panicked", zap.String("job", strings.ReplaceAll(key, "\x00", " ")), zap.Any("panic", recovered), zap.ByteString("stack", stack))
+	})
 	limits := Limits{}.withDefaults()
 	r.limits.Store(&limits)
 	empty := map[string]*Group{}
@@ -148,14 +165,16 @@ func (r *Registry) emit(e event) {
 
 func schedKey(g *Group, t *Target) string { return g.name + "\x00" + t.Key().String() }
 
-// schedule (re)starts the periodic health check of t under g's spec.
+// schedule (re)starts the periodic health check of t under g's spec; with
+// checks off, a host name is still resolved on that schedule. Called with
+// g.mu held.
 func (r *Registry) schedule(g *Group, t *Target) {
 	hc := g.spec.HealthCheck
-	if !hc.Enabled || g.spec.Config.Type == TypeLambda {
+	if !hc.Enabled && !t.named() || g.spec.Config.Type == TypeLambda || t.misfit != "" {
 		r.sched.Remove(schedKey(g, t))
 		return
 	}
-	r.sched.Upsert(schedKey(g, t), hc.Interval, func(ctx context.Context) { g.check(ctx, t) })
+	r.sched.Upsert(g.name, schedKey(g, t), hc.Interval, func(ctx context.Context) { g.check(ctx, t) })
 }
 
 func (r *Registry) unschedule(g *Group, t *Target) { r.sched.Remove(schedKey(g, t)) }
@@ -171,7 +190,6 @@ func (r *Registry) apply(a *App) {
 	r.allowed.Store(&allowed)
 	r.limits.Store(&limits)
 	zone := a.Zone
-	zoneChanged := zone != r.Zone()
 	r.zone.Store(&zone)
 	if st != nil {
 		r.store.Store(&st)
@@ -194,17 +212,15 @@ func (r *Registry) apply(a *App) {
 		if g.source != SourceConfig {
 			r.logger.Info("config now owns target group created through the API", zap.String("group", name))
 		}
+		if g.clientToken != "" && r.tokens[g.clientToken] == name {
+			delete(r.tokens, g.clientToken)
+		}
 		g.source, g.created, g.clientToken = SourceConfig, nil, ""
 		g.reconcileConfigTargets(spec.Config.Targets)
 		g.publish()
 		g.unlock()
 	}
 	for name, g := range next {
-		if _, declared := a.specs[name]; !declared && zoneChanged {
-			g.lock()
-			g.publish()
-			g.unlock()
-		}
 		if _, declared := a.specs[name]; !declared && g.Source() == SourceConfig {
 			r.logger.Info("target group removed from the config", zap.String("group", name))
 			g.close()
@@ -213,6 +229,15 @@ func (r *Registry) apply(a *App) {
 	}
 	if !r.started {
 		r.restore(next)
+	}
+	// Targets registered through the API were checked against the config
+	// of their day; a load re-checks them all (and republishes every group,
+	// which a changed zone needs too).
+	for _, g := range next {
+		g.lock()
+		g.revalidate(allowed)
+		g.publish()
+		g.unlock()
 	}
 	r.groups.Store(&next)
 	r.applied = a

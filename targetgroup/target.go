@@ -1,8 +1,10 @@
 package targetgroup
 
 import (
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -49,13 +51,20 @@ const (
 	ownerConfig
 )
 
-// Target is one registered target of a group. Its identity and dial address
-// never change; its state is guarded by the group's mutex and published to
-// the request path through snapshots; its in-flight counter is an atomic the
-// request path updates without any lock.
+// Target is one registered target of a group. Its identity (key, dial)
+// never changes; its registration (zone, weight) and state are guarded by the
+// group's mutex and published to the request path through snapshots; its
+// in-flight counter and resolved address are atomics the request path reads
+// without any lock.
 type Target struct {
-	cfg  TargetConfig
+	key  TargetKey
 	dial string
+	// ip is the target's address for an ip target (or an alb target given
+	// by address); the zero Addr for a host name.
+	ip netip.Addr
+	// addr is where connections go: ip, or what the host name last resolved
+	// to inside allowed_cidrs; nil while a host name has no such address.
+	addr atomic.Pointer[dialAddr]
 
 	inflight atomic.Int64
 	draining atomic.Bool
@@ -76,7 +85,12 @@ type Target struct {
 	group *Group
 
 	// guarded by group.mu
-	owner        owner
+	cfg   TargetConfig
+	owner owner
+	// misfit says why the target no longer fits its group's configuration
+	// (a reload changed allowed_cidrs, the type, ...): it is unused and
+	// unchecked until a later reload makes it fit again.
+	misfit       string
 	state        State
 	reason       string
 	description  string
@@ -97,15 +111,34 @@ type Target struct {
 // the sticky cookie it sealed last. It always holds values of one type.
 func (t *Target) ProxyMemo() *atomic.Value { return &t.memo }
 
+// dialAddr is a checked address to connect to, with its string form, so
+// that the request path does not format it for every connection.
+type dialAddr struct {
+	ap netip.AddrPort
+	s  string
+}
+
+func newDialAddr(ip netip.Addr, port int) *dialAddr {
+	ap := netip.AddrPortFrom(ip, uint16(port))
+	return &dialAddr{ap: ap, s: ap.String()}
+}
+
 func newTarget(g *Group, cfg TargetConfig, o owner, now time.Time) *Target {
-	t := &Target{cfg: cfg, group: g, owner: o, registeredAt: now}
+	t := &Target{key: cfg.Key(), cfg: cfg, group: g, owner: o, registeredAt: now}
 	if cfg.Port != 0 {
 		t.dial = net.JoinHostPort(cfg.ID, strconv.Itoa(cfg.Port))
 	} else {
 		t.dial = cfg.ID
 	}
+	if ip, err := netip.ParseAddr(cfg.ID); err == nil {
+		t.ip = ip.Unmap()
+		t.addr.Store(newDialAddr(t.ip, cfg.Port))
+	}
 	return t
 }
+
+// named reports whether the target is a host name, resolved at every check.
+func (t *Target) named() bool { return !t.ip.IsValid() && t.group.spec.Config.Type != TypeLambda }
 
 func (t *Target) multiplier() float64 {
 	if t.mult == 0 {
@@ -114,14 +147,35 @@ func (t *Target) multiplier() float64 {
 	return t.mult
 }
 
-// Key is the target's (id, port).
-func (t *Target) Key() TargetKey { return t.cfg.Key() }
+// Key is the target's (id, port). It never changes.
+func (t *Target) Key() TargetKey { return t.key }
 
-// Config is the target as it was registered (port filled in).
-func (t *Target) Config() TargetConfig { return t.cfg }
+// Config is the target as it was registered (port filled in). It takes the
+// group's lock: the request path uses Key.
+func (t *Target) Config() TargetConfig {
+	t.group.mu.Lock()
+	defer t.group.mu.Unlock()
+	return t.cfg
+}
 
 // Dial is the address to connect to, "host:port".
 func (t *Target) Dial() string { return t.dial }
+
+// DialAddr is the address to connect to now, "ip:port": for an ip target
+// its own address, for a host name the address it last resolved to inside
+// allowed_cidrs. It is checked against the allow-list in force at every
+// call, so nothing outside it is ever dialed, whatever a name resolves to
+// later; an error says why there is no address to dial.
+func (t *Target) DialAddr() (string, error) {
+	a := t.addr.Load()
+	if a == nil {
+		return "", fmt.Errorf("target %s has no address inside allowed_cidrs yet", t.dial)
+	}
+	if err := t.group.reg.checkDial(a.ap); err != nil {
+		return "", err
+	}
+	return a.s, nil
+}
 
 // InFlight is the number of requests (or connections) through this Caddy
 // that are currently using the target.

@@ -246,6 +246,11 @@ func normalizeGroup(c *GroupConfig) error {
 		if c.Type != TypeIP && c.Type != TypeInstance {
 			return fieldErr("ip_address_type", "ipv6 is supported only for target types ip and instance")
 		}
+		if c.Protocol == ProtocolUDP || c.Protocol == ProtocolTCPUDP {
+			// NLB: "IPv6 target groups can only be used with ... TCP or a
+			// TLS listeners".
+			return fieldErr("ip_address_type", "ipv6 target groups support the protocols HTTP, HTTPS, TCP and TLS, not %s", c.Protocol)
+		}
 	default:
 		return fieldErr("ip_address_type", "%q must be ipv4 or ipv6", c.IPAddressType)
 	}
@@ -503,6 +508,9 @@ func (s *Spec) NormalizeTarget(t TargetConfig, allowed []netip.Prefix) (TargetCo
 		if err := checkIP(ip, c.IPAddressType, allowed); err != nil {
 			return t, err
 		}
+		if isAdminListener(ip, t.Port) {
+			return t, errAdminListener(ip, t.Port)
+		}
 		t.ID = ip.String()
 	case TypeInstance, TypeALB:
 		if ip, err := netip.ParseAddr(t.ID); err == nil {
@@ -511,6 +519,9 @@ func (s *Spec) NormalizeTarget(t TargetConfig, allowed []netip.Prefix) (TargetCo
 			}
 			if err := checkIP(ip.Unmap(), c.IPAddressType, allowed); err != nil {
 				return t, err
+			}
+			if isAdminListener(ip, t.Port) {
+				return t, errAdminListener(ip, t.Port)
 			}
 			t.ID = ip.Unmap().String()
 			break
@@ -521,46 +532,6 @@ func (s *Spec) NormalizeTarget(t TargetConfig, allowed []netip.Prefix) (TargetCo
 		t.ID = strings.ToLower(strings.TrimSuffix(t.ID, "."))
 	}
 	return t, nil
-}
-
-func checkIP(ip netip.Addr, family string, allowed []netip.Prefix) error {
-	if ip.Is4() != (family == IPv4) {
-		return fieldErr("id", "%s is not an %s address; every target must match the group's ip_address_type", ip, family)
-	}
-	for _, p := range allowed {
-		if p.Contains(ip) {
-			return nil
-		}
-	}
-	list := make([]string, len(allowed))
-	for i, p := range allowed {
-		list[i] = p.String()
-	}
-	return fieldErr("id", "%s is outside the allowed CIDR blocks (%s); publicly routable addresses can't be registered", ip, strings.Join(list, ", "))
-}
-
-// DefaultAllowedCIDRs are the blocks of the AWS documents (RFC 1918 and
-// RFC 6598), plus loopback and IPv6 unique local addresses, which are what a
-// single host's backends use.
-var DefaultAllowedCIDRs = []string{
-	"127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-	"::1/128", "fc00::/7",
-}
-
-// ParseCIDRs parses a list of CIDR blocks; an empty list means the default.
-func ParseCIDRs(list []string) ([]netip.Prefix, error) {
-	if len(list) == 0 {
-		list = DefaultAllowedCIDRs
-	}
-	out := make([]netip.Prefix, 0, len(list))
-	for i, s := range list {
-		p, err := netip.ParsePrefix(strings.TrimSpace(s))
-		if err != nil {
-			return nil, fieldErr(fmt.Sprintf("allowed_cidrs[%d]", i), "%q is not a CIDR block such as 10.0.0.0/8", s)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
 }
 
 func hostname(h string) bool {

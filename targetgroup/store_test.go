@@ -1,0 +1,543 @@
+package targetgroup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+)
+
+// flakyStorage is a file system storage that fails (or blocks) on demand.
+type flakyStorage struct {
+	certmagic.Storage
+	mu    sync.Mutex
+	fail  func(ctx context.Context, op, key string) error
+	calls map[string]int // "op key" → count
+}
+
+var errStorageDown = errors.New("storage is down")
+
+func newFlakyStorage(t *testing.T) *flakyStorage {
+	return &flakyStorage{Storage: &certmagic.FileStorage{Path: t.TempDir()}, calls: map[string]int{}}
+}
+
+// failing makes every call of the given operations fail; no operation
+// means every operation.
+func (s *flakyStorage) failing(ops ...string) {
+	s.setFail(func(_ context.Context, op, _ string) error {
+		if len(ops) == 0 {
+			return errStorageDown
+		}
+		for _, o := range ops {
+			if o == op {
+				return errStorageDown
+			}
+		}
+		return nil
+	})
+}
+
+func (s *flakyStorage) setFail(f func(ctx context.Context, op, key string) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail = f
+}
+
+func (s *flakyStorage) heal() { s.setFail(nil) }
+
+func (s *flakyStorage) count(op, key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[op+" "+key]
+}
+
+func (s *flakyStorage) check(ctx context.Context, op, key string) error {
+	s.mu.Lock()
+	s.calls[op+" "+key]++
+	f := s.fail
+	s.mu.Unlock()
+	if f != nil {
+		return f(ctx, op, key)
+	}
+	return nil
+}
+
+func (s *flakyStorage) Lock(ctx context.Context, key string) error {
+	if err := s.check(ctx, "Lock", key); err != nil {
+		return err
+	}
+	return s.Storage.Lock(ctx, key)
+}
+
+func (s *flakyStorage) Unlock(ctx context.Context, key string) error {
+	if err := s.check(ctx, "Unlock", key); err != nil {
+		return err
+	}
+	return s.Storage.Unlock(ctx, key)
+}
+
+func (s *flakyStorage) Store(ctx context.Context, key string, value []byte) error {
+	if err := s.check(ctx, "Store", key); err != nil {
+		return err
+	}
+	return s.Storage.Store(ctx, key, value)
+}
+
+func (s *flakyStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	if err := s.check(ctx, "Load", key); err != nil {
+		return nil, err
+	}
+	return s.Storage.Load(ctx, key)
+}
+
+func (s *flakyStorage) Delete(ctx context.Context, key string) error {
+	if err := s.check(ctx, "Delete", key); err != nil {
+		return err
+	}
+	return s.Storage.Delete(ctx, key)
+}
+
+func (s *flakyStorage) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
+	if err := s.check(ctx, "List", prefix); err != nil {
+		return nil, err
+	}
+	return s.Storage.List(ctx, prefix, recursive)
+}
+
+// record reads a group's stored record; ok is false when there is none.
+func (s *flakyStorage) record(t *testing.T, name string) (rec groupRecord, ok bool) {
+	t.Helper()
+	raw, err := s.Storage.Load(context.Background(), recordKey(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return rec, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec, true
+}
+
+func newTestClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+// startRegistry starts a registry on st as the first config load does: the
+// config's groups (each with its config targets) first, then restore.
+// setup, when given, runs before restore.
+func startRegistry(t *testing.T, st certmagic.Storage, clock *fakeClock, config map[string]*GroupConfig, setup ...func(*Registry)) *Registry {
+	t.Helper()
+	r := newRegistry(zap.NewNop())
+	r.clock = clock
+	r.store.Store(&st)
+	for _, f := range setup {
+		f(r)
+	}
+	t.Cleanup(func() { _ = r.Destruct() })
+	next := map[string]*Group{}
+	for name, c := range config {
+		spec := mustSpec(t, c)
+		g := newGroup(r, name, spec, SourceConfig)
+		g.lock()
+		g.register(spec.Config.Targets, ownerConfig)
+		g.publish()
+		g.unlock()
+		next[name] = g
+	}
+	r.mu.Lock()
+	r.restore(next)
+	r.groups.Store(&next)
+	r.mu.Unlock()
+	return r
+}
+
+var noChecks = false
+
+// webConfig is a config group with one config target on port 1.
+func webConfig() map[string]*GroupConfig {
+	return map[string]*GroupConfig{"web": {
+		HealthCheck: &HealthCheckConfig{Enabled: &noChecks},
+		Targets:     []TargetConfig{{ID: "127.0.0.1", Port: 1, AvailabilityZone: "a"}},
+	}}
+}
+
+func local(ports ...int) []TargetConfig {
+	ts := make([]TargetConfig, len(ports))
+	for i, p := range ports {
+		ts[i] = TargetConfig{ID: "127.0.0.1", Port: p}
+	}
+	return ts
+}
+
+// described lists a group's targets as "id:port state".
+func described(r *Registry, name string) []string {
+	g := r.Group(name)
+	if g == nil {
+		return nil
+	}
+	var out []string
+	for _, d := range g.DescribeTargetHealth() {
+		out = append(out, d.Target.Key().String()+" "+string(d.TargetHealth.State))
+	}
+	return out
+}
+
+func expectAPIError(t *testing.T, what string, err error, status int, code string) {
+	t.Helper()
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Status != status || ae.Code != code {
+		t.Fatalf("%s: got %v, want %d %s", what, err, status, code)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustRegister(t *testing.T, r *Registry, group string, ts []TargetConfig) {
+	t.Helper()
+	if _, err := r.RegisterTargets(group, ts); err != nil {
+		t.Fatalf("registering into %s: %v", group, err)
+	}
+}
+
+func mustCreate(t *testing.T, r *Registry, req CreateRequest) *Group {
+	t.Helper()
+	g, _, err := r.CreateGroup(req)
+	if err != nil {
+		t.Fatalf("creating %s: %v", req.Name, err)
+	}
+	return g
+}
+
+func apiGroup(name string, port int, targets ...TargetConfig) CreateRequest {
+	return CreateRequest{Name: name, GroupConfig: GroupConfig{Port: port, HealthCheck: &HealthCheckConfig{Enabled: &noChecks}, Targets: targets}}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A restore whose listing fails is retried, with backoff, until it
+// succeeds; meanwhile every API write is refused and changes nothing, so
+// that none overwrites a record not restored yet.
+func TestFailedListingIsRetriedAndWritesWait(t *testing.T) {
+	st, clock := newFlakyStorage(t), newTestClock()
+	r1 := startRegistry(t, st, clock, webConfig())
+	mustRegister(t, r1, "web", local(2, 3, 4))
+	mustCreate(t, r1, apiGroup("api", 80, TargetConfig{ID: "10.0.0.1"}))
+	must(t, r1.Destruct())
+
+	st.failing("List")
+	r2 := startRegistry(t, st, clock, webConfig())
+	if got := described(r2, "web"); len(got) != 1 || r2.Group("api") != nil {
+		t.Fatalf("restored without a listing: web %v, api %v", got, r2.Group("api"))
+	}
+	before := fingerprint(t, r2)
+	_, err := r2.RegisterTargets("web", local(5))
+	expectAPIError(t, "register", err, http.StatusServiceUnavailable, CodeStorageUnavailable)
+	expectAPIError(t, "deregister", r2.DeregisterTargets("web", local(2)), http.StatusServiceUnavailable, CodeStorageUnavailable)
+	_, _, err = r2.CreateGroup(apiGroup("api", 81))
+	expectAPIError(t, "create", err, http.StatusServiceUnavailable, CodeStorageUnavailable)
+	_, _, err = r2.CreateGroup(apiGroup("fresh", 81))
+	expectAPIError(t, "create another name", err, http.StatusServiceUnavailable, CodeStorageUnavailable)
+	if after := fingerprint(t, r2); after != before {
+		t.Fatalf("refused writes changed the state:\nbefore %s\nafter  %s", before, after)
+	}
+
+	atStart := st.count("List", "target_groups/groups")
+	retries := func() int { return st.count("List", "target_groups/groups") - atStart }
+	clock.Advance(time.Second)
+	if retries() != 1 {
+		t.Fatalf("%d retries after 1s, want 1", retries())
+	}
+	st.heal()
+	clock.Advance(time.Second) // the second retry waits twice as long
+	if retries() != 1 || r2.Group("api") != nil {
+		t.Fatalf("retried after 1s instead of 2s: %d retries", retries())
+	}
+	clock.Advance(time.Second)
+	if got := described(r2, "web"); len(got) != 4 || r2.Group("api") == nil {
+		t.Fatalf("after the storage came back: web %v, api %v", got, r2.Group("api"))
+	}
+	mustRegister(t, r2, "web", local(5))
+	must(t, r2.Destruct())
+
+	r3 := startRegistry(t, st, clock, webConfig())
+	if got := described(r3, "web"); len(got) != 5 || len(described(r3, "api")) != 1 {
+		t.Fatalf("after the next restart: web %v, api %v", got, described(r3, "api"))
+	}
+}
+
+// A record that fails to load is retried on its own; the group it belongs
+// to refuses writes until it is read, the others take them at once.
+func TestUnreadRecordIsRetriedAndItsGroupWaits(t *testing.T) {
+	st, clock := newFlakyStorage(t), newTestClock()
+	r1 := startRegistry(t, st, clock, webConfig())
+	mustRegister(t, r1, "web", local(2))
+	mustCreate(t, r1, apiGroup("api", 80, TargetConfig{ID: "10.0.0.1"}))
+	mustCreate(t, r1, apiGroup("other", 80, TargetConfig{ID: "10.0.0.2"}))
+	must(t, r1.Destruct())
+
+	st.setFail(func(_ context.Context, op, key string) error {
+		if op == "Load" && (key == recordKey("web") || key == recordKey("api")) {
+			return errStorageDown
+		}
+		return nil
+	})
+	r2 := startRegistry(t, st, clock, webConfig())
+	if len(described(r2, "web")) != 1 || r2.Group("api") != nil || len(described(r2, "other")) != 1 {
+		t.Fatalf("restored web %v, api %v, other %v", described(r2, "web"), r2.Group("api"), described(r2, "other"))
+	}
+	mustRegister(t, r2, "other", local(3))
+	_, err := r2.RegisterTargets("web", local(3))
+	expectAPIError(t, "register into web", err, http.StatusServiceUnavailable, CodeStorageUnavailable)
+	_, _, err = r2.CreateGroup(apiGroup("api", 80))
+	expectAPIError(t, "create api", err, http.StatusServiceUnavailable, CodeStorageUnavailable)
+	if len(described(r2, "web")) != 1 {
+		t.Fatalf("a refused registration changed web: %v", described(r2, "web"))
+	}
+
+	st.heal()
+	clock.Advance(time.Second)
+	if len(described(r2, "web")) != 2 || len(described(r2, "api")) != 1 {
+		t.Fatalf("after the retry: web %v, api %v", described(r2, "web"), described(r2, "api"))
+	}
+	mustRegister(t, r2, "web", local(3))
+	if rec, _ := st.record(t, "web"); len(rec.Targets) != 2 {
+		t.Fatalf("web's record holds %v, want its 2 API targets", rec.Targets)
+	}
+}
+
+// Each record has its own timeout: a storage that hangs delays the start
+// by one timeout, not one per record, and what it held back is read later.
+func TestRestoreTimesOutPerRecord(t *testing.T) {
+	st, clock := newFlakyStorage(t), newTestClock()
+	r1 := startRegistry(t, st, clock, nil)
+	for _, name := range []string{"aaa", "bbb", "ccc"} {
+		mustCreate(t, r1, apiGroup(name, 80, TargetConfig{ID: "10.0.0.1"}))
+	}
+	must(t, r1.Destruct())
+
+	hang := true
+	var hangMu sync.Mutex
+	st.setFail(func(ctx context.Context, op, key string) error {
+		hangMu.Lock()
+		h := hang
+		hangMu.Unlock()
+		if op == "Load" && key == recordKey("aaa") && h {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	})
+	start := time.Now()
+	r2 := startRegistry(t, st, clock, nil, func(r *Registry) { r.restoring.timeout = 50 * time.Millisecond })
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the start took %s", d)
+	}
+	if len(r2.Groups()) != 0 {
+		t.Fatalf("restored %d groups past a hanging record", len(r2.Groups()))
+	}
+	for _, name := range []string{"aaa", "ccc"} {
+		if err := r2.restoring.writable(name); err == nil {
+			t.Fatalf("%s is writable before its record was read", name)
+		}
+	}
+	hangMu.Lock()
+	hang = false
+	hangMu.Unlock()
+	clock.Advance(time.Second)
+	if len(r2.Groups()) != 3 {
+		t.Fatalf("after the retry: %d groups, want 3", len(r2.Groups()))
+	}
+}
+
+// A change that can't be stored is refused with 503 StorageUnavailable and
+// changes nothing; once the storage is back, a restart brings back exactly
+// what was acknowledged.
+func TestUnstorableChangeChangesNothing(t *testing.T) {
+	st, clock := newFlakyStorage(t), newTestClock()
+	r := startRegistry(t, st, clock, webConfig())
+	mustRegister(t, r, "web", local(2, 3))
+	mustCreate(t, r, apiGroup("api", 80, TargetConfig{ID: "10.0.0.1"}))
+
+	st.failing("Store")
+	before := fingerprint(t, r)
+	calls := map[string]func() error{
+		"register":   func() error { _, err := r.RegisterTargets("web", local(4)); return err },
+		"deregister": func() error { return r.DeregisterTargets("web", local(2)) },
+		"create":     func() error { _, _, err := r.CreateGroup(apiGroup("fresh", 80)); return err },
+		"modify health check": func() error {
+			return r.ModifyHealthCheck("api", map[string]json.RawMessage{"health_check": json.RawMessage(`{"path":"/ready"}`)})
+		},
+		"modify attributes": func() error { return r.ModifyAttributes("api", map[string]string{AttrDeregistrationDelay: "5"}) },
+		"delete":            func() error { return r.DeleteGroup("api") },
+	}
+	for what, call := range calls {
+		err := call()
+		expectAPIError(t, what, err, http.StatusServiceUnavailable, CodeStorageUnavailable)
+		if !strings.Contains(err.Error(), "not changed") {
+			t.Errorf("%s: the message does not say nothing changed: %v", what, err)
+		}
+		if after := fingerprint(t, r); after != before {
+			t.Fatalf("%s was refused but changed the state:\nbefore %s\nafter  %s", what, before, after)
+		}
+	}
+	// Re-registering what is registered stores nothing, so it succeeds.
+	mustRegister(t, r, "web", local(2))
+
+	st.heal()
+	mustRegister(t, r, "web", local(4))
+	must(t, r.DeregisterTargets("web", local(2)))
+	must(t, r.ModifyAttributes("api", map[string]string{AttrDeregistrationDelay: "5"}))
+	want := described(r, "web")
+	must(t, r.Destruct())
+
+	r2 := startRegistry(t, st, clock, webConfig())
+	got := described(r2, "web")
+	// The deregistered target stays away after the restart; the others are back.
+	if len(got) != 3 || len(want) != 4 || strings.Join(got, ",") != "127.0.0.1:1 unavailable,127.0.0.1:3 unavailable,127.0.0.1:4 unavailable" {
+		t.Fatalf("after the restart web holds %v (before: %v)", got, want)
+	}
+	if a := r2.Group("api"); a == nil || a.Spec().Config.Attributes[AttrDeregistrationDelay] != "5" {
+		t.Fatalf("api after the restart: %v", a)
+	}
+}
+
+// A delete and a create of one name are stored in the order they happen:
+// the delete's record can't land last and remove the new group at the
+// next start.
+func TestDeleteThenCreateOfOneNameAreStoredInOrder(t *testing.T) {
+	st, clock := newFlakyStorage(t), newTestClock()
+	r := startRegistry(t, st, clock, nil)
+	mustCreate(t, r, apiGroup("api", 80))
+
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	st.setFail(func(_ context.Context, op, key string) error {
+		if op == "Store" && key == recordKey("api") && r.Group("api") != nil && r.Group("api").Spec().Config.Port == 80 {
+			// The delete's write: hold it until the create has been asked for.
+			once.Do(func() { close(blocked) })
+			<-release
+		}
+		return nil
+	})
+	deleted := make(chan error, 1)
+	go func() { deleted <- r.DeleteGroup("api") }()
+	<-blocked
+	created := make(chan error, 1)
+	go func() { _, _, err := r.CreateGroup(apiGroup("api", 81)); created <- err }()
+	eventually(t, "the create to wait for the delete", func() bool {
+		select {
+		case err := <-created:
+			created <- err
+			return true
+		default:
+			return r.names.holders("api") == 2
+		}
+	})
+	close(release)
+	must(t, <-deleted)
+	must(t, <-created)
+	if g := r.Group("api"); g == nil || g.Spec().Config.Port != 81 {
+		t.Fatal("the new group is not in force")
+	}
+	must(t, r.Destruct())
+	r2 := startRegistry(t, st, clock, nil)
+	if g := r2.Group("api"); g == nil || g.Spec().Config.Port != 81 {
+		t.Fatalf("after a restart the new group is gone: %v", g)
+	}
+}
+
+// The record of a deleted group stays while it may be needed (its
+// tombstones, and other nodes' older copies), then a start removes it.
+func TestDeletedRecordIsRemovedOnceUnneeded(t *testing.T) {
+	st, clock := newFlakyStorage(t), newTestClock()
+	r := startRegistry(t, st, clock, nil)
+	mustCreate(t, r, apiGroup("gone", 80, TargetConfig{ID: "10.0.0.1"}))
+	must(t, r.DeleteGroup("gone"))
+	must(t, r.Destruct())
+	rec, ok := st.record(t, "gone")
+	if !ok || !rec.Deleted || len(rec.Tombstones) != 1 {
+		t.Fatalf("deleted record %+v (stored %v), want deleted with the target's tombstone", rec, ok)
+	}
+
+	clock.Advance(time.Hour)
+	r2 := startRegistry(t, st, clock, nil)
+	if _, ok := st.record(t, "gone"); !ok || r2.Group("gone") != nil {
+		t.Fatal("the deleted record went before its time, or the group came back")
+	}
+	must(t, r2.Destruct())
+
+	clock.Advance(deletedRecordTTL)
+	startRegistry(t, st, clock, nil)
+	if _, ok := st.record(t, "gone"); ok {
+		t.Fatal("the record of a group deleted a day ago is still stored")
+	}
+
+	// A tombstone still in force keeps a record, however old.
+	rec.UpdatedAt = clock.Now().Add(-2 * deletedRecordTTL)
+	rec.Tombstones = []tombstone{{ID: "10.0.0.1", Port: 80, Until: clock.Now().Add(time.Minute)}}
+	raw, _ := json.Marshal(rec)
+	must(t, st.Storage.Store(context.Background(), recordKey("gone"), raw))
+	startRegistry(t, st, clock, nil)
+	if _, ok := st.record(t, "gone"); !ok {
+		t.Fatal("a deleted record with a tombstone in force was removed")
+	}
+}
+
+// Restore applies max_targets_per_group, config targets included.
+func TestRestoreAppliesTheTargetQuota(t *testing.T) {
+	st, clock := newFlakyStorage(t), newTestClock()
+	r1 := startRegistry(t, st, clock, webConfig())
+	mustRegister(t, r1, "web", local(2, 3, 4, 5, 6, 7))
+	must(t, r1.Destruct())
+	r2 := startRegistry(t, st, clock, webConfig(), func(r *Registry) {
+		limits := Limits{MaxTargetsPerGroup: 4}.withDefaults()
+		r.limits.Store(&limits)
+	})
+	if got := described(r2, "web"); len(got) != 4 {
+		t.Fatalf("restored %v under a quota of 4", got)
+	}
+}
+
+// A stored target that no longer fits the config comes back unused rather
+// than being dropped, so that the next write keeps it in the record.
+func TestRestoreKeepsTargetsThatNoLongerFit(t *testing.T) {
+	st, clock := newFlakyStorage(t), newTestClock()
+	r1 := startRegistry(t, st, clock, webConfig())
+	mustRegister(t, r1, "web", []TargetConfig{{ID: "10.0.0.7", Port: 80}})
+	must(t, r1.Destruct())
+	narrow := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	r2 := startRegistry(t, st, clock, webConfig(), func(r *Registry) { r.allowed.Store(&narrow) })
+	d := r2.Group("web").DescribeTargetHealth(TargetKey{ID: "10.0.0.7", Port: 80})[0].TargetHealth
+	if d.State != StateUnused || d.Reason != ReasonInvalidState {
+		t.Fatalf("a stored target outside allowed_cidrs is %s (%s)", d.State, d.Reason)
+	}
+	mustRegister(t, r2, "web", local(2))
+	if rec, _ := st.record(t, "web"); len(rec.Targets) != 2 {
+		t.Fatalf("the record lost the target that does not fit: %v", rec.Targets)
+	}
+}
