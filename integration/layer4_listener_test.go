@@ -2,8 +2,10 @@ package integration_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/mholt/caddy-l4/modules/l4subroute"
@@ -102,6 +104,15 @@ func TestLayer4ListenerMustFitGroupProtocol(t *testing.T) {
 	if err := in.load(listenerConfig(t, groups, map[string]server{"dns": {[]string{udp}, tgHandler("tcp-group")}})); err == nil {
 		t.Fatal("a config with a udp listener to a TCP group replaced the running one")
 	}
+	// The refused load replaced the admin endpoint and put the running one
+	// back: wait until it answers again.
+	waitFor(t, "the admin endpoint after the refused load", 10*time.Second, func() bool {
+		resp, err := http.Get("http://" + in.admin + "/config/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
 	var running map[string]any
 	if code := in.api("GET", "/config/apps/layer4/servers", nil, &running); code != 200 || len(running) != 5 || running["both"] == nil {
 		t.Fatalf("after the refused load, the running layer4 servers are %v (status %d)", running, code)
