@@ -38,6 +38,9 @@ func (*AdminAPI) CaddyModule() caddy.ModuleInfo {
 
 // Routes returns the admin routes.
 func (a *AdminAPI) Routes() []caddy.AdminRoute {
+	// Caddy builds the admin endpoint anew (and calls this) at every config
+	// load; its requests then tell where it listens now.
+	forgetAdminListeners()
 	return []caddy.AdminRoute{{Pattern: "/target-groups/", Handler: caddy.AdminHandlerFunc(a.serve)}}
 }
 
