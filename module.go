@@ -8,7 +8,8 @@
 //   - target_groups: the app that owns the groups, their targets, health
 //     checks, draining and state across reloads.
 //   - admin.api.target_groups: the ELBv2-style API under /target-groups/ on
-//     Caddy's admin endpoint (register and deregister targets at run time).
+//     Caddy's admin endpoint (register and deregister targets at run time),
+//     in package targetgroup/adminapi.
 //   - http.reverse_proxy.upstreams.target_group: reverse_proxy's dynamic
 //     upstreams are the routable targets of a group.
 //   - http.reverse_proxy.selection_policies.target_group: picks a target with
@@ -26,4 +27,5 @@ import (
 	_ "github.com/caddy-targetgroup/caddy-targetgroup/caddyfile"
 	_ "github.com/caddy-targetgroup/caddy-targetgroup/integration"
 	_ "github.com/caddy-targetgroup/caddy-targetgroup/targetgroup"
+	_ "github.com/caddy-targetgroup/caddy-targetgroup/targetgroup/adminapi"
 )

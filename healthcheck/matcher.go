@@ -99,11 +99,19 @@ func parseCode(s string) (int, error) {
 	return strconv.Atoi(s)
 }
 
+// The success codes of a check whose matcher is not given, as AWS sets them
+// for ALB target groups. gRPC 12 (UNIMPLEMENTED) lets any live gRPC server
+// pass ALB's default method, which no server implements.
+const (
+	DefaultHTTPCodes = "200"
+	DefaultGRPCCodes = "12"
+)
+
 func defaultSpec(grpc bool) string {
 	if grpc {
-		return "12"
+		return DefaultGRPCCodes
 	}
-	return "200"
+	return DefaultHTTPCodes
 }
 
 // Match reports whether code is one of the matcher's success codes.

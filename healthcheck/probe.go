@@ -38,11 +38,11 @@ const (
 	DefaultPath     = "/"
 	DefaultGRPCPath = "/AWS.ALB/healthcheck"
 	DefaultTimeout  = 5 * time.Second
-
-	// grpcHealthCheck is the method of the standard gRPC health service;
-	// its answer carries a serving status that matters besides the code.
-	grpcHealthCheck = "/grpc.health.v1.Health/Check"
 )
+
+// GRPCHealthMethod is the method of the standard gRPC health service; its
+// answer carries a serving status that matters besides the code.
+const GRPCHealthMethod = "/grpc.health.v1.Health/Check"
 
 // maxBody bounds how much of a response is read: the body is never
 // inspected, but reading a little lets well-behaved servers finish cleanly
@@ -278,7 +278,7 @@ func (p *Prober) probeGRPC(ctx context.Context, network, addr string, useTLS boo
 		pr      peer.Peer
 		serving = grpc_health_v1.HealthCheckResponse_SERVING
 	)
-	if method == grpcHealthCheck {
+	if method == GRPCHealthMethod {
 		var resp grpc_health_v1.HealthCheckResponse
 		err = conn.Invoke(ctx, method, &grpc_health_v1.HealthCheckRequest{}, &resp, grpc.Peer(&pr))
 		if err == nil {

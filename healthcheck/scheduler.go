@@ -22,6 +22,30 @@ const (
 	defaultInterval    = 30 * time.Second
 )
 
+// Clock is the time a Scheduler runs on. The system clock is the default;
+// a test passes a manual one (WithClock) to step through turns without
+// waiting for them.
+type Clock interface {
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine once d has passed.
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a pending call of Clock.AfterFunc; *time.Timer is one.
+type Timer interface {
+	Stop() bool
+	Reset(d time.Duration) bool
+}
+
+// SystemClock is the Clock of the time package.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// AfterFunc returns time.AfterFunc(d, f).
+func (SystemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
 // Scheduler runs periodic jobs, typically one health check per target, for
 // every target of every group. A single goroutine keeps the jobs in a min-heap
 // ordered by next run time, so scheduling costs O(log n) and idle jobs cost
@@ -43,6 +67,7 @@ type Scheduler struct {
 	maxPerGroup int
 	maxTotal    int
 	firstJitter time.Duration
+	clock       Clock
 	started     bool
 	onPanic     func(key string, recovered any, stack []byte)
 
@@ -101,6 +126,15 @@ func WithMaxTotal(n int) SchedulerOption {
 	}
 }
 
+// WithClock runs the scheduler on c instead of the system clock.
+func WithClock(c Clock) SchedulerOption {
+	return func(s *Scheduler) {
+		if c != nil {
+			s.clock = c
+		}
+	}
+}
+
 // NewScheduler returns a scheduler running at most maxPerGroup jobs of one
 // group at once (<= 0 means 64), and at most 4096 in all unless an option
 // says otherwise. Jobs may be added before Start.
@@ -115,6 +149,7 @@ func NewScheduler(maxPerGroup int, opts ...SchedulerOption) *Scheduler {
 		maxPerGroup: maxPerGroup,
 		maxTotal:    defaultMaxTotal,
 		firstJitter: defaultFirstJitter,
+		clock:       SystemClock{},
 		wake:        make(chan struct{}, 1),
 		ctx:         ctx,
 		cancel:      cancel,
@@ -190,7 +225,7 @@ func (s *Scheduler) Upsert(group, key string, interval time.Duration, run func(c
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
+	now := s.clock.Now()
 	if j, ok := s.jobs[key]; ok {
 		j.interval, j.run = interval, run
 		if j.group.name != group {
@@ -232,7 +267,7 @@ func (s *Scheduler) RunNow(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if j, ok := s.jobs[key]; ok {
-		now := time.Now()
+		now := s.clock.Now()
 		j.phase, j.next = now, now
 		heap.Fix(&s.queue, j.index)
 		s.signal()
@@ -296,12 +331,13 @@ func (s *Scheduler) dropIfUnused(g *group) {
 
 func (s *Scheduler) loop() {
 	defer s.wg.Done()
-	timer := time.NewTimer(time.Hour)
+	// The timer only wakes the loop up; what is due is read from the heap,
+	// so a wake-up that comes late, early or twice costs one look at it.
+	timer := s.clock.AfterFunc(time.Hour, s.signal)
 	defer timer.Stop()
 	for {
 		timer.Reset(s.admitDue())
 		select {
-		case <-timer.C:
 		case <-s.wake:
 		case <-s.ctx.Done():
 			return
@@ -317,7 +353,7 @@ func (s *Scheduler) loop() {
 func (s *Scheduler) admitDue() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
+	now := s.clock.Now()
 	for len(s.queue) > 0 {
 		j := s.queue[0]
 		if wait := j.next.Sub(now); wait > 0 {
@@ -399,7 +435,7 @@ func (s *Scheduler) execute(j *job, g *group, run func(context.Context), due tim
 	defer s.wg.Done()
 	defer s.finish(j, g)
 	if s.onStart != nil {
-		s.onStart(g.name, j.key, due, time.Now())
+		s.onStart(g.name, j.key, due, s.clock.Now())
 	}
 	// A panicking check must not take the process, or the scheduler, down;
 	// the job simply runs again at its next turn.

@@ -7,34 +7,25 @@ import (
 )
 
 // adminConfig declares a group with one config target, next to an empty one.
-const adminConfig = `{
-	"admin": {"listen": "{ADMIN}"},
-	"apps": {
-		"target_groups": {"groups": {
-			"web": {
-				"port": 8080,
-				"health_check": {"interval": "5s", "timeout": "2s"},
-				"targets": [{"id": "127.0.0.1", "port": 1, "availability_zone": "a"}],
-				"tags": {"team": "web"}
-			},
-			"api-v6": {"ip_address_type": "ipv6", "protocol": "HTTPS", "health_check": {"enabled": false}}
-		}},
-		"http": {"servers": {"s": {
-			"listen": ["{HTTP}"],
-			"automatic_https": {"disable": true},
-			"routes": [{"handle": [{"handler": "target_group", "group": "web"}]}]
-		}}}
-	}
-}`
+var adminConfig = caddyConfig{
+	groups: map[string]any{
+		"web": `{
+			"port": 8080,
+			"health_check": {"interval": "5s", "timeout": "2s"},
+			"targets": [{"id": "127.0.0.1", "port": 1, "availability_zone": "a"}],
+			"tags": {"team": "web"}
+		}`,
+		"api-v6": `{"ip_address_type": "ipv6", "protocol": "HTTPS", "health_check": {"enabled": false}}`,
+	},
+	routes: []any{route("", tgHandler("web"))},
+}.json()
 
 func TestAdminDescribe(t *testing.T) {
 	in := startCaddy(t, adminConfig)
 	var list struct {
 		TargetGroups []map[string]any `json:"target_groups"`
 	}
-	if code := in.api("GET", "/target-groups/", nil, &list); code != 200 {
-		t.Fatalf("list: status %d", code)
-	}
+	in.mustAPI("GET", "/target-groups/", nil, &list)
 	if len(list.TargetGroups) != 2 || list.TargetGroups[0]["name"] != "api-v6" || list.TargetGroups[1]["name"] != "web" {
 		t.Fatalf("list: %v", list)
 	}
@@ -68,7 +59,7 @@ func TestAdminDescribe(t *testing.T) {
 		t.Fatalf("describe api-v6: %d %v", code, one)
 	}
 	var th healthAnswer
-	in.api("GET", "/target-groups/web/targets", nil, &th)
+	in.mustAPI("GET", "/target-groups/web/targets", nil, &th)
 	if len(th.Targets) != 1 || th.Targets[0].Target.AZ != "a" || th.Targets[0].HealthCheckPort != "1" {
 		t.Fatalf("describe target health: %+v", th)
 	}
@@ -83,9 +74,9 @@ func TestAdminDescribe(t *testing.T) {
 	}
 
 	// Disabled health checks: every target is unavailable and routable.
-	in.api("POST", "/target-groups/api-v6/targets", map[string]any{"targets": []map[string]any{{"id": "::1", "port": 9443}}}, nil)
+	in.mustAPI("POST", "/target-groups/api-v6/targets", map[string]any{"targets": []map[string]any{{"id": "::1", "port": 9443}}}, nil)
 	var v6 healthAnswer
-	in.api("GET", "/target-groups/api-v6/targets", nil, &v6)
+	in.mustAPI("GET", "/target-groups/api-v6/targets", nil, &v6)
 	if len(v6.Targets) != 1 || v6.Targets[0].TargetHealth.State != "unavailable" || v6.Targets[0].TargetHealth.Reason != "Target.HealthCheckDisabled" {
 		t.Fatalf("api-v6 targets: %+v", v6)
 	}
@@ -93,7 +84,7 @@ func TestAdminDescribe(t *testing.T) {
 
 func TestAdminBadInputChangesNothing(t *testing.T) {
 	in := startCaddy(t, adminConfig)
-	in.api("POST", "/target-groups/web/targets", targets(9001), nil)
+	in.register("web", 9001)
 	before := in.states("web")
 	if len(before) != 2 {
 		t.Fatalf("setup: %v", before)
@@ -136,26 +127,24 @@ func TestAdminBadInputChangesNothing(t *testing.T) {
 	}
 
 	// Deregistering what is not registered succeeds and changes nothing.
-	if code := in.api("POST", "/target-groups/web/targets/deregister", targets(9999), nil); code != 200 {
-		t.Fatalf("deregister of an unknown target: status %d", code)
-	}
+	in.mustAPI("POST", "/target-groups/web/targets/deregister", targets(9999), nil)
 	if after := in.states("web"); !reflect.DeepEqual(after, before) {
 		t.Fatalf("targets changed: %v", after)
 	}
 	// Registering a registered target again changes nothing either.
-	in.api("POST", "/target-groups/web/targets", targets(9001), nil)
+	in.register("web", 9001)
 	if after := in.states("web"); len(after) != 2 {
 		t.Fatalf("re-registration: %v", after)
 	}
 	// A target registered without a port gets the group's port.
-	in.api("POST", "/target-groups/web/targets", `{"targets":[{"id":"127.0.0.2"}]}`, nil)
+	in.mustAPI("POST", "/target-groups/web/targets", `{"targets":[{"id":"127.0.0.2"}]}`, nil)
 	if _, ok := in.states("web")["127.0.0.2:8080"]; !ok {
 		t.Fatalf("target without port: %v", in.states("web"))
 	}
 }
 
 func TestAdminWithoutApp(t *testing.T) {
-	in := startCaddy(t, `{"admin": {"listen": "{ADMIN}"}}`)
+	in := startCaddy(t, caddyConfig{}.json())
 	var e apiError
 	if code := in.api("GET", "/target-groups/", nil, &e); code != 503 || !strings.Contains(e.Error.Message, "target_groups") {
 		t.Fatalf("status %d %+v", code, e)
@@ -186,8 +175,7 @@ func TestConfigErrorsNameGroupFieldAndRange(t *testing.T) {
 	for frag, want := range cases {
 		t.Run(want, func(t *testing.T) {
 			in := newInstance(t)
-			cfg := `{"admin": {"listen": "{ADMIN}"}, "apps": {"target_groups": {"groups": {"web": {` + frag + `}}}}}`
-			err := in.load(cfg)
+			err := in.load(caddyConfig{groups: map[string]any{"web": `{` + frag + `}`}}.json())
 			if err == nil {
 				t.Fatalf("config with %s loaded", frag)
 			}
@@ -197,7 +185,7 @@ func TestConfigErrorsNameGroupFieldAndRange(t *testing.T) {
 		})
 	}
 	in := newInstance(t)
-	if err := in.load(`{"admin": {"listen": "{ADMIN}"}, "apps": {"target_groups": {"groups": {"Web--1": {}}}}}`); err == nil || !strings.Contains(err.Error(), "name") {
+	if err := in.load(caddyConfig{groups: map[string]any{"Web--1": `{}`}}.json()); err == nil || !strings.Contains(err.Error(), "name") {
 		t.Fatalf("bad name: %v", err)
 	}
 }

@@ -10,9 +10,21 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
+
+// The tests that drive the built binary each run their own Caddy process,
+// so they run in parallel with each other (t.Parallel), once the tests of
+// the in-process Caddy, which is one per process, are done.
+
+// build is the one xcaddy build of a test run, however many tests ask.
+var build struct {
+	once sync.Once
+	bin  string
+	err  error
+}
 
 // caddyBinary builds Caddy with the plugin through xcaddy, exactly as the
 // README does, unless CADDY_BINARY names one already built.
@@ -24,20 +36,28 @@ func caddyBinary(t *testing.T) string {
 	if bin := os.Getenv("CADDY_BINARY"); bin != "" {
 		return bin
 	}
-	root, _ := filepath.Abs("..")
-	cmd := exec.Command(filepath.Join(root, "scripts", "build-caddy.sh"))
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("building caddy with xcaddy: %v\n%s", err, out.String())
+	build.once.Do(func() {
+		root, _ := filepath.Abs("..")
+		cmd := exec.Command(filepath.Join(root, "scripts", "build-caddy.sh"))
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			build.err = fmt.Errorf("building caddy with xcaddy: %v\n%s", err, out.String())
+			return
+		}
+		build.bin = filepath.Join(root, "bin", "caddy")
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
 	}
-	return filepath.Join(root, "bin", "caddy")
+	return build.bin
 }
 
 // TestBuiltBinary drives a Caddy built with xcaddy as a user would: it lists
 // the modules, adapts the README's demo Caddyfile, runs it, and registers
 // and deregisters targets with plain HTTP calls to the admin API.
 func TestBuiltBinary(t *testing.T) {
+	t.Parallel()
 	bin := caddyBinary(t)
 
 	out, err := exec.Command(bin, "list-modules").CombinedOutput()
@@ -85,9 +105,7 @@ func TestBuiltBinary(t *testing.T) {
 	})
 
 	a, b := newBackend(t, "a"), newBackend(t, "b")
-	if code := in.api("POST", "/target-groups/web/targets", targets(a.port(), b.port()), nil); code != 200 {
-		t.Fatalf("register: status %d", code)
-	}
+	in.register("web", a.port(), b.port())
 	in.waitStates("web", map[string]string{
 		fmt.Sprintf("127.0.0.1:%d", a.port()): "healthy",
 		fmt.Sprintf("127.0.0.1:%d", b.port()): "healthy",
@@ -95,9 +113,7 @@ func TestBuiltBinary(t *testing.T) {
 	if got := spread(t, in, 40, a, b); got["a"] != 20 || got["b"] != 20 {
 		t.Fatalf("spread over two targets: %v", got)
 	}
-	if code := in.api("POST", "/target-groups/web/targets/deregister", targets(a.port()), nil); code != 200 {
-		t.Fatalf("deregister: status %d", code)
-	}
+	in.mustAPI("POST", "/target-groups/web/targets/deregister", targets(a.port()), nil)
 	if got := spread(t, in, 10, a, b); got["a"] != 0 || got["b"] != 10 {
 		t.Fatalf("after deregistration: %v", got)
 	}

@@ -32,22 +32,17 @@ func FuzzStickyCookie(f *testing.F) {
 		ports = append(ports, srv.Listener.Addr().(*net.TCPAddr).Port)
 	}
 	admin, addr := fuzzFreeAddr(f), fuzzFreeAddr(f)
-	cfg := `{
-		"admin": {"listen": "` + admin + `"},
-		"storage": {"module": "file_system", "root": ` + jsonString(f.TempDir()) + `},
-		"logging": {"logs": {"default": {"level": "ERROR"}}},
-		"apps": {
-			"target_groups": {"groups": {"web": {
-				"health_check": {"interval": "5s", "timeout": "2s"},
-				"attributes": {"stickiness.enabled": "true", "stickiness.type": "lb_cookie"}
-			}}},
-			"http": {"servers": {"s": {
-				"listen": ["` + addr + `"],
-				"automatic_https": {"disable": true},
-				"routes": [{"handle": [{"handler": "target_group", "group": "web"}]}]
-			}}}
-		}
-	}`
+	cfg := strings.NewReplacer("{ADMIN}", admin, "{HTTP}", addr).Replace(caddyConfig{
+		groups: map[string]any{"web": `{
+			"health_check": {"interval": "5s", "timeout": "2s"},
+			"attributes": {"stickiness.enabled": "true", "stickiness.type": "lb_cookie"}
+		}`},
+		routes: []any{route("", tgHandler("web"))},
+		top: map[string]any{
+			"storage": map[string]any{"module": "file_system", "root": f.TempDir()},
+			"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
+		},
+	}.json())
 	if err := caddy.Load([]byte(cfg), true); err != nil {
 		f.Fatalf("loading config: %v", err)
 	}
@@ -137,11 +132,6 @@ func fuzzFreeAddr(tb testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-func jsonString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
 }
 
 // fuzzHealthy counts the healthy targets of group web.

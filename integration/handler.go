@@ -62,13 +62,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := checkRetries("target_group handler", h.Retries); err != nil {
 		return err
 	}
-	reg, err := registryOf(ctx, h.Group)
+	app, err := appOf(ctx, h.Group)
 	if err != nil {
 		return err
 	}
-	h.reg = reg
-	appIface, _ := ctx.App("target_groups")
-	if spec := appIface.(*targetgroup.App).DeclaredSpec(h.Group); spec != nil && spec.Layer4() {
+	h.reg = app.Registry()
+	if spec := app.DeclaredSpec(h.Group); spec != nil && spec.Layer4() {
 		return fmt.Errorf("target_group handler: group %q has protocol %s; use the layer4 target_group handler for it", h.Group, spec.Config.Protocol)
 	}
 	h.proxies = make(map[transportKey]*reverseproxy.Handler, len(transportKeys))
@@ -182,14 +181,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if rp == nil {
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("target group %q has protocol %s, which reverse_proxy can't serve", h.Group, snap.Spec.Config.Protocol))
 	}
-	var err error
-	// The proxy returns when the response (or upgraded connection) is
-	// done, so the handler ends the attempt itself, without a hook on the
-	// request's context.
-	at := &attempt{owned: true}
-	caddyhttp.SetVar(r.Context(), varAttempt, at)
-	defer func() { at.end(r, err) }()
-	err = rp.ServeHTTP(w, r, next)
+	// The attempt carries the group to the source and the policy, and ends
+	// with the request.
+	at := newAttempt(r, g)
+	err := rp.ServeHTTP(w, r, next)
+	if err != nil {
+		at.dialFailed(err)
+	}
 	return err
 }
 
@@ -221,22 +219,8 @@ func (h *Handler) Cleanup() error {
 //		retries <n>|off
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	group, err := groupArg(d)
-	if err != nil {
-		return err
-	}
-	h.Group = group
-	for d.NextBlock(0) {
-		switch d.Val() {
-		case "retries":
-			if err := parseRetries(d, &h.Retries); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("target_group: unrecognized option '%s' (allowed: retries); the group's settings belong in the target_groups global option", d.Val())
-		}
-	}
-	return nil
+	return parseHandler(d, &h.Group, &h.Retries, nil,
+		"target_group: unrecognized option '%s' (allowed: retries); the group's settings belong in the target_groups global option")
 }
 
 // Interface guards

@@ -23,30 +23,28 @@ import (
 // HTTP traffic only. Checks run every 5s (the minimum interval); the first
 // check of a new target runs within about a second, so each test is laid out
 // to need as few intervals as possible: one target per behaviour, all
-// checked in parallel.
+// checked in parallel. The rules themselves (reason codes, thresholds,
+// fail open) are targetgroup's unit tests, one round of checks at a time;
+// these keep a case of each for the wiring through Caddy.
 
 // hcMode is how an hcBackend answers health checks.
 type hcMode int32
 
 const (
-	hcOK       hcMode = iota // 200
-	hc500                    // 500
-	hcHang                   // no answer until the checker gives up
-	hcRedirect               // 302 to a path that would answer 200
-	hcClosed                 // the port is closed (one way: the server is shut)
+	hcOK  hcMode = iota // 200
+	hc500               // 500
 )
 
-// hcBackend is a loopback HTTP target whose answer to health checks the test
-// switches atomically. Other requests are answered with its name.
+// hcBackend is a loopback HTTP target that answers health checks as its
+// mode says. Other requests are answered with its name.
 type hcBackend struct {
-	name     string
-	srv      *httptest.Server
-	mode     atomic.Int32
-	checks   atomic.Int64 // health checks received
-	passes   atomic.Int64 // health checks answered 200
-	followed atomic.Int64 // requests to the redirect's location
-	hits     atomic.Int64 // proxied requests
-	stop     chan struct{}
+	name   string
+	srv    *httptest.Server
+	mode   atomic.Int32
+	checks atomic.Int64 // health checks received
+	passes atomic.Int64 // health checks answered 200
+	hits   atomic.Int64 // proxied requests
+	stop   chan struct{}
 	// gate, when set, holds passing checks until it is closed.
 	gate atomic.Pointer[chan struct{}]
 }
@@ -54,20 +52,15 @@ type hcBackend struct {
 func newHCBackend(t *testing.T, name string, mode hcMode) *hcBackend {
 	t.Helper()
 	b := &hcBackend{name: name, stop: make(chan struct{})}
-	b.mode.Store(int32(hcOK))
+	b.mode.Store(int32(mode))
 	b.srv = httptest.NewServer(http.HandlerFunc(b.serve))
-	// Cleanups run last-in first-out: release hanging checks, then close.
+	// Cleanups run last-in first-out: release held checks, then close.
 	t.Cleanup(b.srv.Close)
 	t.Cleanup(func() { close(b.stop) })
-	b.set(mode)
 	return b
 }
 
 func (b *hcBackend) serve(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/followed" {
-		b.followed.Add(1)
-		return
-	}
 	if !strings.HasPrefix(r.UserAgent(), "Caddy-TargetGroup-HealthChecker") {
 		b.hits.Add(1)
 		fmt.Fprint(w, b.name)
@@ -87,20 +80,6 @@ func (b *hcBackend) serve(w http.ResponseWriter, r *http.Request) {
 		b.passes.Add(1)
 	case hc500:
 		w.WriteHeader(http.StatusInternalServerError)
-	case hcHang:
-		select {
-		case <-r.Context().Done():
-		case <-b.stop:
-		}
-	case hcRedirect:
-		http.Redirect(w, r, "/followed", http.StatusFound)
-	}
-}
-
-func (b *hcBackend) set(m hcMode) {
-	b.mode.Store(int32(m))
-	if m == hcClosed {
-		b.srv.Close()
 	}
 }
 
@@ -159,123 +138,14 @@ func hcSpread(t *testing.T, in *instance, path string, n int) map[string]int {
 	return got
 }
 
-// hcConfig is a config with the given groups (JSON members of "groups") and
-// HTTP routes (JSON array elements).
-func hcConfig(groups, routes string) string {
-	cfg := `{"admin": {"listen": "{ADMIN}"}, "apps": {"target_groups": {"groups": {` + groups + `}}`
-	if routes != "" {
-		cfg += `, "http": {"servers": {"s": {"listen": ["{HTTP}"], "automatic_https": {"disable": true}, "routes": [` + routes + `]}}}`
-	}
-	return cfg + `}}`
-}
-
-// hcRoute routes requests whose path starts with prefix to group; an empty
-// prefix matches everything.
-func hcRoute(prefix, group string) string {
-	h := `"handle": [{"handler": "target_group", "group": "` + group + `"}]`
-	if prefix == "" {
-		return `{` + h + `}`
-	}
-	return `{"match": [{"path": ["` + prefix + `*"]}], ` + h + `}`
+// webConfig is a config with group "web" (its JSON text) serving every
+// request.
+func webConfig(group string) string {
+	return caddyConfig{groups: map[string]any{"web": group}, routes: []any{route("", tgHandler("web"))}}.json()
 }
 
 // hcFast is the quickest health check the validation allows.
 const hcFast = `"interval": "5s", "timeout": "1s", "healthy_threshold": 2, "unhealthy_threshold": 2`
-
-func hcRegister(t *testing.T, in *instance, group string, ports ...int) {
-	t.Helper()
-	var e apiError
-	if code := in.api("POST", "/target-groups/"+group+"/targets", targets(ports...), &e); code != 200 {
-		t.Fatalf("register %v in %s: status %d %+v", ports, group, code, e)
-	}
-}
-
-// TestHealthReasonCodes: targets that turn from passing to a 500, to hanging
-// past the timeout and to a closed port become unhealthy with the AWS reason
-// codes; a 302 is a code mismatch, never followed; a target that recovers is
-// healthy again after healthy_threshold passes, not at its first.
-func TestHealthReasonCodes(t *testing.T) {
-	ok := newHCBackend(t, "ok", hcOK)
-	code := newHCBackend(t, "code", hcOK)
-	hang := newHCBackend(t, "hang", hcOK)
-	closed := newHCBackend(t, "closed", hcOK)
-	redirect := newHCBackend(t, "redirect", hcRedirect)
-	flip := newHCBackend(t, "flip", hc500)
-	in := startCaddy(t, hcConfig(`"web": {"health_check": {`+hcFast+`, "path": "/health"}}`, hcRoute("", "web")))
-	hcRegister(t, in, "web", ok.port(), code.port(), hang.port(), closed.port(), redirect.port(), flip.port())
-
-	in.waitStates("web", map[string]string{ok.key(): "healthy", code.key(): "healthy", hang.key(): "healthy", closed.key(): "healthy"})
-	code.set(hc500)
-	hang.set(hcHang)
-	closed.set(hcClosed)
-
-	// The flipping target fails its first two checks, then passes.
-	waitFor(t, "the 500 target to turn unhealthy", 15*time.Second, func() bool {
-		return hcTarget(in, "web", flip.port()).State == "unhealthy"
-	})
-	if e := hcTarget(in, "web", flip.port()); e.Reason != "Target.ResponseCodeMismatch" || !strings.Contains(e.Description, "[500]") {
-		t.Errorf("target answering 500: %+v, want Target.ResponseCodeMismatch with [500]", e)
-	}
-	if n := flip.checks.Load(); n < 2 {
-		t.Errorf("unhealthy after %d failed checks, want unhealthy_threshold 2", n)
-	}
-	flip.set(hcOK)
-
-	want := map[*hcBackend]struct{ reason, mention string }{
-		code:     {"Target.ResponseCodeMismatch", "[500]"},
-		hang:     {"Target.Timeout", ""},
-		closed:   {"Target.FailedHealthChecks", "connection refused"},
-		redirect: {"Target.ResponseCodeMismatch", "[302]"},
-	}
-	var last map[string]hcEntry
-	waitFor(t, "every reason code, and the recovered target healthy", 25*time.Second, func() bool {
-		last = map[string]hcEntry{}
-		done := true
-		for b, w := range want {
-			e := hcTarget(in, "web", b.port())
-			last[b.name] = e
-			if e.State != "unhealthy" || e.Reason != w.reason || !strings.Contains(e.Description, w.mention) {
-				done = false
-			}
-		}
-		e := hcTarget(in, "web", flip.port())
-		last[flip.name] = e
-		if e.State == "healthy" {
-			if n := flip.passes.Load(); n < 2 {
-				t.Fatalf("the recovered target is healthy after %d passing check(s), want healthy_threshold 2", n)
-			}
-		} else {
-			done = false
-			if e.State != "unhealthy" {
-				t.Fatalf("the recovering target is %+v, want unhealthy until its second pass", e)
-			}
-		}
-		return done
-	})
-	if last["hang"].Description == "" {
-		t.Errorf("timeout has no description: %+v", last["hang"])
-	}
-	if n := redirect.followed.Load(); n != 0 {
-		t.Errorf("a health check followed the redirect %d times", n)
-	}
-	if e := hcTarget(in, "web", ok.port()); e.State != "healthy" || e.Reason != "" || e.Description != "" {
-		t.Errorf("passing target: %+v", e)
-	}
-
-	// Traffic goes to the healthy targets only.
-	got := hcSpread(t, in, "/", 20)
-	if got["ok"] != 10 || got["flip"] != 10 {
-		t.Errorf("spread %v, want 10 each on ok and flip", got)
-	}
-	for _, b := range []*hcBackend{code, hang, closed, redirect} {
-		if n := b.hits.Load(); n != 0 {
-			t.Errorf("unhealthy target %s got %d requests", b.name, n)
-		}
-	}
-	if status, gh := hcGetGroupHealth(in, "web"); status != 200 || gh != (hcGroupHealth{Healthy: 2, Unhealthy: 4, Total: 6}) {
-		t.Errorf("group health: %d %+v", status, gh)
-	}
-}
 
 // TestHealthFirstCheckRule: a new target gets traffic right after its first
 // passing check, whatever the healthy threshold.
@@ -283,7 +153,7 @@ func TestHealthFirstCheckRule(t *testing.T) {
 	b := newHCBackend(t, "a", hcOK)
 	gate := make(chan struct{})
 	b.gate.Store(&gate) // before any check can arrive
-	in := startCaddy(t, hcConfig(`"web": {"health_check": {"interval": "5s", "timeout": "2s", "healthy_threshold": 10}}`, hcRoute("", "web")))
+	in := startCaddy(t, webConfig(`{"health_check": {"interval": "5s", "timeout": "2s", "healthy_threshold": 10}}`))
 	var reg healthAnswer
 	if code := in.api("POST", "/target-groups/web/targets", targets(b.port()), &reg); code != 200 || len(reg.Targets) != 1 {
 		t.Fatalf("register: %d %+v", code, reg)
@@ -315,8 +185,8 @@ func TestHealthFirstCheckRule(t *testing.T) {
 func TestHealthChecksDisabled(t *testing.T) {
 	good := newHCBackend(t, "good", hcOK)
 	bad := newHCBackend(t, "bad", hc500)
-	in := startCaddy(t, hcConfig(`"web": {"health_check": {"enabled": false, "path": "/health"}}`, hcRoute("", "web")))
-	hcRegister(t, in, "web", good.port(), bad.port())
+	in := startCaddy(t, webConfig(`{"health_check": {"enabled": false, "path": "/health"}}`))
+	in.register("web", good.port(), bad.port())
 	for _, b := range []*hcBackend{good, bad} {
 		if e := hcTarget(in, "web", b.port()); e.State != "unavailable" || e.Reason != "Target.HealthCheckDisabled" {
 			t.Errorf("target %s: %+v, want unavailable / Target.HealthCheckDisabled", b.name, e)
@@ -334,23 +204,37 @@ func TestHealthChecksDisabled(t *testing.T) {
 	}
 }
 
-// TestHealthFailOpen: with every target unhealthy, traffic reaches them all;
-// with only initial targets it is a 503; below unhealthy_state_routing's
-// percentage, traffic reaches every checked target.
-func TestHealthFailOpen(t *testing.T) {
+// TestHealthEndToEnd: through the scheduler, a target that fails its
+// checks turns unhealthy with the AWS reason code, DescribeTargetHealth
+// and the group health endpoint say so, and traffic avoids it; a group
+// with every target unhealthy fails open, as does one below
+// unhealthy_state_routing's percentage; one with only initial targets
+// answers 503. The reason codes, thresholds and fail-open rules in detail
+// are targetgroup's unit tests (one round of checks at a time); every
+// target here fails from its first check, so that one interval is all the
+// test waits.
+func TestHealthEndToEnd(t *testing.T) {
+	ok, code := newHCBackend(t, "ok", hcOK), newHCBackend(t, "code", hc500)
 	d1, d2 := newHCBackend(t, "d1", hc500), newHCBackend(t, "d2", hc500)
 	p1, p2, p3 := newHCBackend(t, "p1", hcOK), newHCBackend(t, "p2", hc500), newHCBackend(t, "p3", hc500)
 	hc := `"health_check": {` + hcFast + `, "path": "/health"}`
-	in := startCaddy(t, hcConfig(
-		`"down": {`+hc+`}, "fresh": {`+hc+`},
-		 "pct": {`+hc+`, "attributes": {"target_group_health.unhealthy_state_routing.minimum_healthy_targets.percentage": "50"}}`,
-		hcRoute("/down", "down")+","+hcRoute("/fresh", "fresh")+","+hcRoute("/pct", "pct")))
-	hcRegister(t, in, "down", d1.port(), d2.port())
-	hcRegister(t, in, "pct", p1.port(), p2.port(), p3.port())
+	in := startCaddy(t, caddyConfig{
+		groups: map[string]any{
+			"web": `{` + hc + `}`, "down": `{` + hc + `}`, "fresh": `{` + hc + `}`,
+			"pct": `{` + hc + `, "attributes": {"target_group_health.unhealthy_state_routing.minimum_healthy_targets.percentage": "50"}}`,
+		},
+		routes: []any{
+			route("/down*", tgHandler("down")), route("/fresh*", tgHandler("fresh")), route("/pct*", tgHandler("pct")),
+			route("", tgHandler("web")),
+		},
+	}.json())
+	in.register("web", ok.port(), code.port())
+	in.register("down", d1.port(), d2.port())
+	in.register("pct", p1.port(), p2.port(), p3.port())
 
 	// A group whose targets have not been checked yet answers 503: it takes
 	// two failed checks, five seconds apart, to leave initial.
-	hcRegister(t, in, "fresh", freePort(t))
+	in.register("fresh", freePort(t))
 	if code, body := in.get("/fresh"); code != 503 || !strings.Contains(body, "1 initial") {
 		t.Errorf("only an initial target: %d %q", code, body)
 	}
@@ -358,6 +242,26 @@ func TestHealthFailOpen(t *testing.T) {
 	// it has at least one healthy target"), whatever the thresholds say.
 	if code, gh := hcGetGroupHealth(in, "fresh"); code != 503 || gh != (hcGroupHealth{Total: 1, DNSFailover: true}) {
 		t.Errorf("group health of fresh: %d %+v", code, gh)
+	}
+
+	in.waitStates("web", map[string]string{ok.key(): "healthy", code.key(): "unhealthy"})
+	if e := hcTarget(in, "web", code.port()); e.Reason != "Target.ResponseCodeMismatch" || !strings.Contains(e.Description, "[500]") {
+		t.Errorf("target answering 500: %+v, want Target.ResponseCodeMismatch with [500]", e)
+	}
+	if n := code.checks.Load(); n < 2 {
+		t.Errorf("unhealthy after %d failed checks, want unhealthy_threshold 2", n)
+	}
+	if e := hcTarget(in, "web", ok.port()); e.State != "healthy" || e.Reason != "" || e.Description != "" {
+		t.Errorf("passing target: %+v", e)
+	}
+	if got := hcSpread(t, in, "/", 10); got["ok"] != 10 {
+		t.Errorf("spread %v, want every request on the healthy target", got)
+	}
+	if n := code.hits.Load(); n != 0 {
+		t.Errorf("the unhealthy target got %d requests", n)
+	}
+	if status, gh := hcGetGroupHealth(in, "web"); status != 200 || gh != (hcGroupHealth{Healthy: 1, Unhealthy: 1, Total: 2}) {
+		t.Errorf("group health of web: %d %+v", status, gh)
 	}
 
 	in.waitStates("down", map[string]string{d1.key(): "unhealthy", d2.key(): "unhealthy"})
@@ -381,11 +285,11 @@ func TestHealthFailOpen(t *testing.T) {
 // while enough targets are healthy and 503 below the DNS failover threshold.
 func TestHealthGroupHealthEndpoint(t *testing.T) {
 	a, b := newHCBackend(t, "a", hcOK), newHCBackend(t, "b", hcOK)
-	in := startCaddy(t, hcConfig(`"web": {"health_check": {`+hcFast+`}, "attributes": {
+	in := startCaddy(t, webConfig(`{"health_check": {`+hcFast+`}, "attributes": {
 		"target_group_health.dns_failover.minimum_healthy_targets.count": "2",
-		"target_group_health.unhealthy_state_routing.minimum_healthy_targets.count": "1"}}`, hcRoute("", "web")))
+		"target_group_health.unhealthy_state_routing.minimum_healthy_targets.count": "1"}}`))
 	dead := freePort(t)
-	hcRegister(t, in, "web", a.port(), dead)
+	in.register("web", a.port(), dead)
 	in.waitStates("web", map[string]string{a.key(): "healthy"})
 	if code, gh := hcGetGroupHealth(in, "web"); code != 503 || !gh.DNSFailover || gh.RoutingFailover || gh.Healthy != 1 || gh.Total != 2 {
 		t.Errorf("1 healthy, DNS failover below 2: %d %+v, want 503", code, gh)
@@ -395,7 +299,7 @@ func TestHealthGroupHealthEndpoint(t *testing.T) {
 		t.Errorf("during DNS failover: %d %q", code, body)
 	}
 
-	hcRegister(t, in, "web", b.port())
+	in.register("web", b.port())
 	in.waitStates("web", map[string]string{b.key(): "healthy"})
 	if code, gh := hcGetGroupHealth(in, "web"); code != 200 || gh.DNSFailover || gh.RoutingFailover || gh.Healthy != 2 || gh.Total != 3 {
 		t.Errorf("2 healthy: %d %+v, want 200", code, gh)
@@ -412,7 +316,10 @@ func TestHealthGroupHealthEndpoint(t *testing.T) {
 	}
 }
 
-// TestHealthGRPC: a real gRPC health server as the target of a GRPC group.
+// TestHealthGRPC: a real gRPC health server as the target of GRPC groups,
+// with the standard health service and with the default method, which any
+// live gRPC server passes. How a NOT_SERVING answer turns a target
+// unhealthy is targetgroup's TestHealthGRPCNotServing.
 func TestHealthGRPC(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -426,39 +333,27 @@ func TestHealthGRPC(t *testing.T) {
 	port := lis.Addr().(*net.TCPAddr).Port
 
 	// No route uses the groups: they are health-checked all the same.
-	in := startCaddy(t, hcConfig(`
-		"std": {"protocol_version": "GRPC", "health_check": {`+hcFast+`, "path": "/grpc.health.v1.Health/Check"}},
-		"dflt": {"protocol_version": "GRPC", "health_check": {`+hcFast+`}}`, ""))
+	in := startCaddy(t, caddyConfig{groups: map[string]any{
+		"std":  `{"protocol_version": "GRPC", "health_check": {` + hcFast + `, "path": "/grpc.health.v1.Health/Check"}}`,
+		"dflt": `{"protocol_version": "GRPC", "health_check": {` + hcFast + `}}`,
+	}}.json())
 	var g struct {
 		HealthCheck map[string]any `json:"health_check"`
 	}
-	in.api("GET", "/target-groups/dflt", nil, &g)
+	in.mustAPI("GET", "/target-groups/dflt", nil, &g)
 	if g.HealthCheck["path"] != "/AWS.ALB/healthcheck" || fmt.Sprint(g.HealthCheck["matcher"]) != "map[grpc_code:12]" {
 		t.Errorf("GRPC defaults: %v", g.HealthCheck)
 	}
 	// The standard health service answers 0 when SERVING: that is its default.
-	in.api("GET", "/target-groups/std", nil, &g)
+	in.mustAPI("GET", "/target-groups/std", nil, &g)
 	if fmt.Sprint(g.HealthCheck["matcher"]) != "map[grpc_code:0]" {
 		t.Errorf("matcher default with the standard health service: %v", g.HealthCheck["matcher"])
 	}
-	hcRegister(t, in, "std", port)
-	hcRegister(t, in, "dflt", port)
+	in.register("std", port)
+	in.register("dflt", port)
 	in.waitStates("std", map[string]string{hcKey(port): "healthy"})
 	in.waitStates("dflt", map[string]string{hcKey(port): "healthy"})
 
-	hs.SetServingStatus("", grpc_health_v1.HealthCheckResponse_NOT_SERVING)
-	// Two failed checks, five seconds apart.
-	waitFor(t, "the NOT_SERVING target to turn unhealthy", 20*time.Second, func() bool {
-		return hcTarget(in, "std", port).State == "unhealthy"
-	})
-	if e := hcTarget(in, "std", port); e.Reason != "Target.FailedHealthChecks" || !strings.Contains(e.Description, "NOT_SERVING") {
-		t.Errorf("NOT_SERVING: %+v", e)
-	}
-	// The default method is unimplemented (code 12, the default matcher):
-	// any live gRPC server passes it, whatever its health service says.
-	if e := hcTarget(in, "dflt", port); e.State != "healthy" {
-		t.Errorf("default gRPC check: %+v", e)
-	}
 }
 
 // TestHealthCheckPort: checks go to the fixed health_check.port, traffic to
@@ -466,8 +361,8 @@ func TestHealthGRPC(t *testing.T) {
 func TestHealthCheckPort(t *testing.T) {
 	app := newHCBackend(t, "app", hc500) // would fail its checks
 	hcsrv := newHCBackend(t, "health", hcOK)
-	in := startCaddy(t, hcConfig(fmt.Sprintf(`"web": {"health_check": {%s, "port": %d}}`, hcFast, hcsrv.port()), hcRoute("", "web")))
-	hcRegister(t, in, "web", app.port())
+	in := startCaddy(t, webConfig(fmt.Sprintf(`{"health_check": {%s, "port": %d}}`, hcFast, hcsrv.port())))
+	in.register("web", app.port())
 	in.waitStates("web", map[string]string{app.key(): "healthy"})
 	e := hcTarget(in, "web", app.port())
 	if e.HealthCheckPort != strconv.Itoa(hcsrv.port()) || e.Port != app.port() {
@@ -485,7 +380,7 @@ func TestHealthCheckPort(t *testing.T) {
 			Port any `json:"port"`
 		} `json:"health_check"`
 	}
-	in.api("GET", "/target-groups/web", nil, &g)
+	in.mustAPI("GET", "/target-groups/web", nil, &g)
 	if g.HealthCheck.Port != float64(hcsrv.port()) {
 		t.Errorf("health_check.port = %v, want %d", g.HealthCheck.Port, hcsrv.port())
 	}
@@ -508,8 +403,8 @@ func TestHealthHTTPSSelfSigned(t *testing.T) {
 	t.Cleanup(srv.Close)
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 
-	in := startCaddy(t, hcConfig(`"web": {"protocol": "HTTPS", "health_check": {"protocol": "HTTPS", `+hcFast+`}}`, hcRoute("", "web")))
-	hcRegister(t, in, "web", port)
+	in := startCaddy(t, webConfig(`{"protocol": "HTTPS", "health_check": {"protocol": "HTTPS", `+hcFast+`}}`))
+	in.register("web", port)
 	in.waitStates("web", map[string]string{hcKey(port): "healthy"})
 	if tlsChecks.Load() == 0 {
 		t.Errorf("no check over TLS")

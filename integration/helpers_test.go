@@ -18,6 +18,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
 
 	_ "github.com/caddy-targetgroup/caddy-targetgroup/integration"
+	_ "github.com/caddy-targetgroup/caddy-targetgroup/targetgroup/adminapi"
 )
 
 // freePort returns a loopback port that nothing listens on right now.
@@ -85,6 +86,91 @@ type instance struct {
 	// plainErrors leaves the HTTP servers' error handling as configured
 	// (expand otherwise renders every error with its message).
 	plainErrors bool
+}
+
+// caddyConfig is the one builder of the tests' Caddy configs. Its JSON has
+// {ADMIN} and {HTTP} for the admin endpoint's and the HTTP server's
+// addresses, which instance.expand (in process) and caddyProc.expand (the
+// built binary) fill in, together with a storage of the test's own.
+type caddyConfig struct {
+	// groups are the target groups by name, each a map or its JSON text.
+	// With neither groups nor app, the config has no target_groups app.
+	groups map[string]any
+	// app holds the target_groups app's other fields (allowed_cidrs,
+	// quotas).
+	app map[string]any
+	// routes are those of one HTTP server on {HTTP}; none: no http app.
+	routes []any
+	// layer4 are the layer4 app's servers by name; none: no layer4 app.
+	layer4 map[string]any
+	// top holds further top-level members (storage, logging).
+	top map[string]any
+}
+
+func (c caddyConfig) json() string {
+	apps := map[string]any{}
+	if c.groups != nil || c.app != nil {
+		tg := map[string]any{}
+		for k, v := range c.app {
+			tg[k] = v
+		}
+		groups := map[string]any{}
+		for name, g := range c.groups {
+			if s, ok := g.(string); ok {
+				g = json.RawMessage(s)
+			}
+			groups[name] = g
+		}
+		tg["groups"] = groups
+		apps["target_groups"] = tg
+	}
+	if len(c.routes) > 0 {
+		apps["http"] = map[string]any{"servers": map[string]any{"s": map[string]any{
+			"listen":          []string{"{HTTP}"},
+			"automatic_https": map[string]any{"disable": true},
+			"routes":          c.routes,
+		}}}
+	}
+	if len(c.layer4) > 0 {
+		apps["layer4"] = map[string]any{"servers": c.layer4}
+	}
+	cfg := map[string]any{"admin": map[string]any{"listen": "{ADMIN}"}}
+	if len(apps) > 0 {
+		cfg["apps"] = apps
+	}
+	for k, v := range c.top {
+		cfg[k] = v
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		panic(fmt.Sprintf("test config: %v", err)) // a group's JSON text is not JSON
+	}
+	return string(b)
+}
+
+// route is an HTTP route: requests whose path matches path ("" for every
+// request) go through the handlers.
+func route(path string, handlers ...any) map[string]any {
+	r := map[string]any{"handle": handlers}
+	if path != "" {
+		r["match"] = []any{map[string]any{"path": []string{path}}}
+	}
+	return r
+}
+
+// tgHandler is the target_group handler of group (HTTP or layer 4).
+func tgHandler(group string) map[string]any {
+	return map[string]any{"handler": "target_group", "group": group}
+}
+
+// groupRoutes routes /<group> to each group through its target_group
+// handler.
+func groupRoutes(groups ...string) []any {
+	routes := make([]any, len(groups))
+	for i, g := range groups {
+		routes[i] = route("/"+g, tgHandler(g))
+	}
+	return routes
 }
 
 // startCaddy loads cfg, in which {ADMIN} and {HTTP} stand for the two addresses.
@@ -168,6 +254,28 @@ func (in *instance) api(method, path string, body any, out any) int {
 		}
 	}
 	return resp.StatusCode
+}
+
+// mustAPI calls the admin API as api does, for a call the test relies on
+// (setup, a change the test goes on from): any answer but 200 fails the
+// test at once, with the answer, rather than later as a confusing timeout.
+func (in *instance) mustAPI(method, path string, body any, out any) {
+	in.t.Helper()
+	var raw json.RawMessage
+	if code := in.api(method, path, body, &raw); code != http.StatusOK {
+		in.t.Fatalf("%s %s: status %d: %s", method, path, code, raw)
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			in.t.Fatalf("%s %s: decoding %q: %v", method, path, raw, err)
+		}
+	}
+}
+
+// register registers the loopback targets of ports in group.
+func (in *instance) register(group string, ports ...int) {
+	in.t.Helper()
+	in.mustAPI("POST", "/target-groups/"+group+"/targets", targets(ports...), nil)
 }
 
 // get sends one request through Caddy and returns the status and body.

@@ -1,7 +1,6 @@
 package integration_test
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,30 +12,15 @@ import (
 
 // listenerConfig is a config with the given groups and layer4 servers
 // (name → listen addresses and the handler JSON of their one route).
-func listenerConfig(t *testing.T, groups map[string]any, servers map[string]struct {
+func listenerConfig(groups map[string]any, servers map[string]struct {
 	listen []string
 	handle map[string]any
 }) string {
-	t.Helper()
 	srvs := map[string]any{}
 	for name, s := range servers {
 		srvs[name] = map[string]any{"listen": s.listen, "routes": []any{map[string]any{"handle": []any{s.handle}}}}
 	}
-	b, err := json.Marshal(map[string]any{
-		"admin": map[string]any{"listen": "{ADMIN}"},
-		"apps": map[string]any{
-			"target_groups": map[string]any{"groups": groups},
-			"layer4":        map[string]any{"servers": srvs},
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-func tgHandler(group string) map[string]any {
-	return map[string]any{"handler": "target_group", "group": group}
+	return caddyConfig{groups: groups, layer4: srvs}.json()
 }
 
 // TestLayer4ListenerMustFitGroupProtocol: a layer4 route whose listener
@@ -76,7 +60,7 @@ func TestLayer4ListenerMustFitGroupProtocol(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			in := newInstance(t)
-			err := in.load(listenerConfig(t, groups, c.servers))
+			err := in.load(listenerConfig(groups, c.servers))
 			if err == nil {
 				_ = caddy.Stop()
 				t.Fatal("the config loaded")
@@ -92,7 +76,7 @@ func TestLayer4ListenerMustFitGroupProtocol(t *testing.T) {
 	// Configs that fit load: TCP_UDP on both networks, each protocol on its
 	// own, and a group the config does not declare (created through the
 	// API later, so checked per connection).
-	in := startCaddy(t, listenerConfig(t, groups, map[string]server{
+	in := startCaddy(t, listenerConfig(groups, map[string]server{
 		"both":     {[]string{tcp, udp}, tgHandler("both")},
 		"dns":      {[]string{"udp/" + l4Listen(t)}, tgHandler("udp-group")},
 		"db":       {[]string{l4Listen(t)}, tgHandler("tcp-group")},
@@ -101,7 +85,7 @@ func TestLayer4ListenerMustFitGroupProtocol(t *testing.T) {
 	}))
 	// A config that does not fit, loaded over a running one, is refused
 	// and the running one stays.
-	if err := in.load(listenerConfig(t, groups, map[string]server{"dns": {[]string{udp}, tgHandler("tcp-group")}})); err == nil {
+	if err := in.load(listenerConfig(groups, map[string]server{"dns": {[]string{udp}, tgHandler("tcp-group")}})); err == nil {
 		t.Fatal("a config with a udp listener to a TCP group replaced the running one")
 	}
 	// The refused load replaced the admin endpoint and put the running one
@@ -118,16 +102,12 @@ func TestLayer4ListenerMustFitGroupProtocol(t *testing.T) {
 		t.Fatalf("after the refused load, the running layer4 servers are %v (status %d)", running, code)
 	}
 	a := newL4Backend(t, "a", "127.0.0.1", l4TCPUDP)
-	if code := in.api("POST", "/target-groups/both/targets", map[string]any{"targets": []any{a.target()}}, nil); code != 200 {
-		t.Fatalf("register: status %d", code)
-	}
+	in.mustAPI("POST", "/target-groups/both/targets", map[string]any{"targets": []any{a.target()}}, nil)
 	in.waitStates("both", map[string]string{a.key(): "healthy"})
 	if got := udpExchange(t, udpDial(t, strings.TrimPrefix(udp, "udp/")), "still"); got != "a:still" {
 		t.Fatalf("the running config answers %q", got)
 	}
 	// End the flow now rather than at the idle timeout.
-	if code := in.api("POST", "/target-groups/both/targets/deregister", map[string]any{"targets": []any{a.target()}}, nil); code != 200 {
-		t.Fatalf("deregister: status %d", code)
-	}
+	in.mustAPI("POST", "/target-groups/both/targets/deregister", map[string]any{"targets": []any{a.target()}}, nil)
 	l4NoHandlersLeft(t)
 }

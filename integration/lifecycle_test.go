@@ -17,7 +17,7 @@ import (
 func TestLongRequestSurvivesDeregistration(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	in := startCaddy(t, shorthandConfig)
-	in.api("POST", "/target-groups/web/targets", targets(a.port(), b.port()), nil)
+	in.register("web", a.port(), b.port())
 	in.waitStates("web", map[string]string{fmt.Sprintf("127.0.0.1:%d", a.port()): "healthy", fmt.Sprintf("127.0.0.1:%d", b.port()): "healthy"})
 
 	type result struct {
@@ -35,9 +35,7 @@ func TestLongRequestSurvivesDeregistration(t *testing.T) {
 		busy, other = b, a
 	}
 	key := fmt.Sprintf("127.0.0.1:%d", busy.port())
-	if code := in.api("POST", "/target-groups/web/targets/deregister", targets(busy.port()), nil); code != 200 {
-		t.Fatalf("deregister: %d", code)
-	}
+	in.mustAPI("POST", "/target-groups/web/targets/deregister", targets(busy.port()), nil)
 	for _, e := range in.health("web").Targets {
 		if fmt.Sprintf("%s:%d", e.Target.ID, e.Target.Port) == key && (e.TargetHealth.State != "draining" || e.InFlight != 1) {
 			t.Fatalf("draining target described as %+v", e)
@@ -68,13 +66,12 @@ func TestLongRequestSurvivesDeregistration(t *testing.T) {
 
 func TestDrainingThenUnused(t *testing.T) {
 	a := newBackend(t, "a")
-	cfg := strings.Replace(shorthandConfig, `"deregistration_delay.timeout_seconds": "30"`, `"deregistration_delay.timeout_seconds": "1"`, 1)
-	in := startCaddy(t, cfg)
-	in.api("POST", "/target-groups/web/targets", targets(a.port()), nil)
+	in := startCaddy(t, shorthand("5s", "1"))
+	in.register("web", a.port())
 	key := fmt.Sprintf("127.0.0.1:%d", a.port())
 	in.waitStates("web", map[string]string{key: "healthy"})
 	start := time.Now()
-	in.api("POST", "/target-groups/web/targets/deregister", targets(a.port()), nil)
+	in.mustAPI("POST", "/target-groups/web/targets/deregister", targets(a.port()), nil)
 	if st := in.states("web")[key]; st != "draining" {
 		t.Fatalf("state %q, want draining", st)
 	}
@@ -83,31 +80,21 @@ func TestDrainingThenUnused(t *testing.T) {
 		t.Fatalf("left after %s, before the 1s delay", d)
 	}
 	var h healthAnswer
-	in.api("GET", fmt.Sprintf("/target-groups/web/targets?target=%s", key), nil, &h)
+	in.mustAPI("GET", fmt.Sprintf("/target-groups/web/targets?target=%s", key), nil, &h)
 	if len(h.Targets) != 1 || h.Targets[0].TargetHealth.State != "unused" || h.Targets[0].TargetHealth.Reason != "Target.NotRegistered" {
 		t.Fatalf("deregistered target described as %+v", h)
 	}
 	// Re-registration after the delay starts over.
-	in.api("POST", "/target-groups/web/targets", targets(a.port()), nil)
+	in.register("web", a.port())
 	in.waitStates("web", map[string]string{key: "healthy"})
 }
 
 // apiGroupsConfig declares "web" and routes /api to "api", a group only the
 // admin API creates.
-const apiGroupsConfig = `{
-	"admin": {"listen": "{ADMIN}"},
-	"apps": {
-		"target_groups": {"groups": {"web": {"health_check": {"interval": "5s", "timeout": "2s"}}}},
-		"http": {"servers": {"s": {
-			"listen": ["{HTTP}"],
-			"automatic_https": {"disable": true},
-			"routes": [
-				{"match": [{"path": ["/api"]}], "handle": [{"handler": "target_group", "group": "api"}]},
-				{"handle": [{"handler": "target_group", "group": "web"}]}
-			]
-		}}}
-	}
-}`
+var apiGroupsConfig = caddyConfig{
+	groups: map[string]any{"web": `{"health_check": {"interval": "5s", "timeout": "2s"}}`},
+	routes: []any{route("/api", tgHandler("api")), route("", tgHandler("web"))},
+}.json()
 
 func TestGroupManagementAPI(t *testing.T) {
 	a := newBackend(t, "a")
@@ -193,7 +180,7 @@ func TestGroupManagementAPI(t *testing.T) {
 			t.Fatalf("bad attributes %s: %d %+v", body, code, e)
 		}
 	}
-	in.api("GET", "/target-groups/api/attributes", nil, &attrs)
+	in.mustAPI("GET", "/target-groups/api/attributes", nil, &attrs)
 	if attrs.Attributes["deregistration_delay.timeout_seconds"] != "5" || attrs.Attributes["slow_start.duration_seconds"] != "0" {
 		t.Fatalf("a rejected change changed attributes: %v", attrs.Attributes)
 	}
@@ -213,12 +200,8 @@ func TestGroupManagementAPI(t *testing.T) {
 	if code := in.api("DELETE", "/target-groups/api", nil, &e); code != 409 || e.Error.Code != "ResourceInUse" {
 		t.Fatalf("delete in use: %d %+v", code, e)
 	}
-	if code := in.api("POST", "/target-groups/", map[string]any{"name": "spare", "port": 8080}, nil); code != 200 {
-		t.Fatalf("create spare: %d", code)
-	}
-	if code := in.api("DELETE", "/target-groups/spare", nil, nil); code != 200 {
-		t.Fatalf("delete: %d", code)
-	}
+	in.mustAPI("POST", "/target-groups/", map[string]any{"name": "spare", "port": 8080}, nil)
+	in.mustAPI("DELETE", "/target-groups/spare", nil, nil)
 	if code := in.api("GET", "/target-groups/spare", nil, &e); code != 404 || e.Error.Code != "ResourceNotFoundException" {
 		t.Fatalf("after delete: %d %+v", code, e)
 	}
@@ -230,15 +213,15 @@ func TestRestartRestoresRegistrations(t *testing.T) {
 	if err := in.load(apiGroupsConfig); err != nil {
 		t.Fatal(err)
 	}
-	in.api("POST", "/target-groups/web/targets", targets(a.port(), b.port()), nil)
-	in.api("POST", "/target-groups/web/targets/deregister", targets(b.port()), nil)
-	in.api("POST", "/target-groups/", map[string]any{"name": "api", "port": a.port(), "health_check": map[string]any{"interval": "5s", "timeout": "2s"}, "targets": []map[string]any{{"id": "127.0.0.1"}}}, nil)
-	in.api("PATCH", "/target-groups/api/attributes", `{"attributes":{"deregistration_delay.timeout_seconds":"42"}}`, nil)
+	in.register("web", a.port(), b.port())
+	in.mustAPI("POST", "/target-groups/web/targets/deregister", targets(b.port()), nil)
+	in.mustAPI("POST", "/target-groups/", map[string]any{"name": "api", "port": a.port(), "health_check": map[string]any{"interval": "5s", "timeout": "2s"}, "targets": []map[string]any{{"id": "127.0.0.1"}}}, nil)
+	in.mustAPI("PATCH", "/target-groups/api/attributes", `{"attributes":{"deregistration_delay.timeout_seconds":"42"}}`, nil)
 	var before []any
 	var list struct {
 		TargetGroups []any `json:"target_groups"`
 	}
-	in.api("GET", "/target-groups/", nil, &list)
+	in.mustAPI("GET", "/target-groups/", nil, &list)
 	before = list.TargetGroups
 
 	// Stop Caddy altogether (the registry goes away) and start it again
@@ -250,7 +233,7 @@ func TestRestartRestoresRegistrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = caddy.Stop() })
-	in.api("GET", "/target-groups/", nil, &list)
+	in.mustAPI("GET", "/target-groups/", nil, &list)
 	if !reflect.DeepEqual(list.TargetGroups, before) {
 		t.Fatalf("after restart:\n%v\nbefore:\n%v", list.TargetGroups, before)
 	}
@@ -274,8 +257,7 @@ func TestRestartRestoresRegistrations(t *testing.T) {
 }
 
 func TestConcurrentRegistrationsStayConsistent(t *testing.T) {
-	cfg := `{"admin": {"listen": "{ADMIN}"}, "apps": {"target_groups": {"groups": {"web": {"health_check": {"enabled": false}}}}}}`
-	in := startCaddy(t, cfg)
+	in := startCaddy(t, caddyConfig{groups: map[string]any{"web": `{"health_check": {"enabled": false}}`}}.json())
 	var wg sync.WaitGroup
 	for i := 0; i < 50; i++ {
 		wg.Add(1)
@@ -323,15 +305,15 @@ func TestConcurrentRegistrationsStayConsistent(t *testing.T) {
 }
 
 func TestQuotas(t *testing.T) {
-	cfg := `{"admin": {"listen": "{ADMIN}"}, "apps": {"target_groups": {"max_targets_per_group": 1000, "max_groups": 2, "groups": {"web": {"health_check": {"enabled": false}}}}}}`
-	in := startCaddy(t, cfg)
+	in := startCaddy(t, caddyConfig{
+		groups: map[string]any{"web": `{"health_check": {"enabled": false}}`},
+		app:    map[string]any{"max_targets_per_group": 1000, "max_groups": 2},
+	}.json())
 	batch := make([]int, 1000)
 	for i := range batch {
 		batch[i] = 20000 + i
 	}
-	if code := in.api("POST", "/target-groups/web/targets", targets(batch...), nil); code != 200 {
-		t.Fatalf("a batch of 1,000: %d", code)
-	}
+	in.register("web", batch...)
 	var e apiError
 	if code := in.api("POST", "/target-groups/web/targets", targets(30000), &e); code != 400 || e.Error.Code != "ServiceQuotaExceededException" {
 		t.Fatalf("target 1,001: %d %+v", code, e)
@@ -339,7 +321,7 @@ func TestQuotas(t *testing.T) {
 	if n := len(in.states("web")); n != 1000 {
 		t.Fatalf("%d targets after the refused call", n)
 	}
-	in.api("POST", "/target-groups/", map[string]any{"name": "two", "port": 80}, nil)
+	in.mustAPI("POST", "/target-groups/", map[string]any{"name": "two", "port": 80}, nil)
 	if code := in.api("POST", "/target-groups/", map[string]any{"name": "three", "port": 80}, &e); code != 400 || e.Error.Code != "ServiceQuotaExceededException" {
 		t.Fatalf("group 3 of 2: %d %+v", code, e)
 	}

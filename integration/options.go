@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -20,6 +21,61 @@ func groupArg(d *caddyfile.Dispenser) (string, error) {
 		return "", d.ArgErr()
 	}
 	return group, nil
+}
+
+// parseHandler reads the directive of either target_group handler, HTTP or
+// layer 4, into its fields:
+//
+//	target_group <group> {
+//		retries <n>|off
+//		dial_timeout <duration>
+//	}
+//
+// dial_timeout only where dialTimeout is not nil (layer 4); unknown is the
+// error for any other option, '%s' its name.
+func parseHandler(d *caddyfile.Dispenser, group *string, retries *int, dialTimeout *caddy.Duration, unknown string) error {
+	g, err := groupArg(d)
+	if err != nil {
+		return err
+	}
+	*group = g
+	for d.NextBlock(0) {
+		switch opt := d.Val(); {
+		case opt == "retries":
+			err = parseRetries(d, retries)
+		case opt == "dial_timeout" && dialTimeout != nil:
+			err = parseDialTimeout(d, dialTimeout)
+		default:
+			return d.Errf(unknown, opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseDialTimeout reads `dial_timeout <duration>` into *dst, which must
+// still be unset.
+func parseDialTimeout(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	if *dst != 0 {
+		return d.Errf("target_group: duplicate option 'dial_timeout'")
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(d.Val())
+	if err != nil {
+		return d.Errf("target_group: dial_timeout '%s': %v", d.Val(), err)
+	}
+	if dur <= 0 {
+		return d.Errf("target_group: dial_timeout '%s' must be positive", d.Val())
+	}
+	*dst = caddy.Duration(dur)
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
 }
 
 // Both handlers try another target when one can't be reached, with the

@@ -8,24 +8,15 @@ import (
 
 // passiveConfig checks rarely (the first check still runs at once) and
 // turns a target unhealthy after two failed proxied requests.
-const passiveConfig = `{
-	"admin": {"listen": "{ADMIN}"},
-	"apps": {
-		"target_groups": {"groups": {"web": {
-			"health_check": {"interval": "300s", "timeout": "2s", "passive_unhealthy_threshold": 2}
-		}}},
-		"http": {"servers": {"s": {
-			"listen": ["{HTTP}"],
-			"automatic_https": {"disable": true},
-			"routes": [{"handle": [{"handler": "target_group", "group": "web"}]}]
-		}}}
-	}
-}`
+var passiveConfig = caddyConfig{
+	groups: map[string]any{"web": `{"health_check": {"interval": "300s", "timeout": "2s", "passive_unhealthy_threshold": 2}}`},
+	routes: []any{route("", tgHandler("web"))},
+}.json()
 
 func TestPassiveHealthMarksFailingTargetUnhealthy(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	in := startCaddy(t, passiveConfig)
-	in.api("POST", "/target-groups/web/targets", targets(a.port(), b.port()), nil)
+	in.register("web", a.port(), b.port())
 	keyA, keyB := fmt.Sprintf("127.0.0.1:%d", a.port()), fmt.Sprintf("127.0.0.1:%d", b.port())
 	in.waitStates("web", map[string]string{keyA: "healthy", keyB: "healthy"})
 
@@ -59,7 +50,7 @@ func TestPassiveHealthMarksFailingTargetUnhealthy(t *testing.T) {
 func TestPassiveHealthCountsConnectionErrors(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	in := startCaddy(t, passiveConfig)
-	in.api("POST", "/target-groups/web/targets", targets(a.port(), b.port()), nil)
+	in.register("web", a.port(), b.port())
 	keyB := fmt.Sprintf("127.0.0.1:%d", b.port())
 	in.waitStates("web", map[string]string{keyB: "healthy", fmt.Sprintf("127.0.0.1:%d", a.port()): "healthy"})
 	b.srv.Close() // b goes away between two active checks

@@ -15,9 +15,10 @@ import (
 )
 
 // BenchmarkRequestPath measures what a request through the target_group
-// handler costs the plugin before reverse_proxy dials: GetUpstreams, Select
-// (with its in-flight lease and, for lb_cookie, the cookies) and the
-// lease's release, for each algorithm and group size — next to Caddy's
+// handler costs the plugin before reverse_proxy dials: the handler's group
+// lookup, GetUpstreams, Select (with its in-flight lease and, for
+// lb_cookie, the cookies) and the end of the lease at the end of the
+// request, for each algorithm and group size — next to Caddy's
 // own round robin over a static pool of the same size, which needs neither.
 func BenchmarkRequestPath(b *testing.B) {
 	for _, algo := range []string{"round_robin", "least_outstanding_requests", "weighted_random", "lb_cookie"} {
@@ -34,8 +35,7 @@ func BenchmarkRequestPath(b *testing.B) {
 					// server's cost, not the plugin's: see request_setup.
 					ctx, cancel := context.WithCancel(context.WithValue(base.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
 					r := base.WithContext(ctx)
-					at := &attempt{owned: true}
-					caddyhttp.SetVar(ctx, varAttempt, at)
+					at := newAttempt(r, reg.Group("bench"))
 					ups, err := src.GetUpstreams(r)
 					if err != nil {
 						b.Fatal(err)
@@ -50,7 +50,9 @@ func BenchmarkRequestPath(b *testing.B) {
 					if pol.Select(ups, r, w) == nil {
 						b.Fatal("no upstream")
 					}
-					at.end(r, nil)
+					// What the request's end runs (here at once, so that the
+					// lease is over before the next request), then its end.
+					at.end(r)
 					cancel()
 				}
 			})

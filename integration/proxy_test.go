@@ -8,40 +8,32 @@ import (
 	"time"
 )
 
-// shorthandConfig proxies every request to group "web" through the
-// target_group handler.
-const shorthandConfig = `{
-	"admin": {"listen": "{ADMIN}"},
-	"apps": {
-		"target_groups": {"groups": {"web": {
-			"health_check": {"interval": "5s", "timeout": "2s", "path": "/health"},
-			"attributes": {"deregistration_delay.timeout_seconds": "30"}
-		}}},
-		"http": {"servers": {"s": {
-			"listen": ["{HTTP}"],
-			"automatic_https": {"disable": true},
-			"routes": [{"handle": [{"handler": "target_group", "group": "web"}]}]
-		}}}
-	}
-}`
+// shorthand proxies every request to group "web" through the target_group
+// handler; the group checks /health every interval (with a 2s timeout) and
+// has the deregistration delay given, in seconds.
+func shorthand(interval, deregistrationDelay string) string {
+	return caddyConfig{
+		groups: map[string]any{"web": map[string]any{
+			"health_check": map[string]any{"interval": interval, "timeout": "2s", "path": "/health"},
+			"attributes":   map[string]any{"deregistration_delay.timeout_seconds": deregistrationDelay},
+		}},
+		routes: []any{route("", tgHandler("web"))},
+	}.json()
+}
+
+// shorthandConfig is shorthand with checks every 5s and a 30s delay.
+var shorthandConfig = shorthand("5s", "30")
 
 // dynamicConfig uses the stock reverse_proxy with the upstream source and
 // selection policy.
-const dynamicConfig = `{
-	"admin": {"listen": "{ADMIN}"},
-	"apps": {
-		"target_groups": {"groups": {"web": {"health_check": {"interval": "5s", "timeout": "2s"}}}},
-		"http": {"servers": {"s": {
-			"listen": ["{HTTP}"],
-			"automatic_https": {"disable": true},
-			"routes": [{"handle": [{
-				"handler": "reverse_proxy",
-				"dynamic_upstreams": {"source": "target_group", "group": "web"},
-				"load_balancing": {"selection_policy": {"policy": "target_group", "group": "web"}}
-			}]}]
-		}}}
-	}
-}`
+var dynamicConfig = caddyConfig{
+	groups: map[string]any{"web": `{"health_check": {"interval": "5s", "timeout": "2s"}}`},
+	routes: []any{route("", map[string]any{
+		"handler":           "reverse_proxy",
+		"dynamic_upstreams": map[string]any{"source": "target_group", "group": "web"},
+		"load_balancing":    map[string]any{"selection_policy": map[string]any{"policy": "target_group", "group": "web"}},
+	})},
+}.json()
 
 func spread(t *testing.T, in *instance, n int, bs ...*backend) map[string]int {
 	t.Helper()
@@ -64,9 +56,7 @@ func TestRegisterSpreadsRoundRobin(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
 			in := startCaddy(t, cfg)
-			if code := in.api("POST", "/target-groups/web/targets", targets(a.port(), b.port(), c.port()), nil); code != 200 {
-				t.Fatalf("register: status %d", code)
-			}
+			in.register("web", a.port(), b.port(), c.port())
 			in.waitStates("web", map[string]string{
 				fmt.Sprintf("127.0.0.1:%d", a.port()): "healthy",
 				fmt.Sprintf("127.0.0.1:%d", b.port()): "healthy",
@@ -80,9 +70,7 @@ func TestRegisterSpreadsRoundRobin(t *testing.T) {
 			}
 
 			// Deregistering takes the target out of new selections at once.
-			if code := in.api("POST", "/target-groups/web/targets/deregister", targets(b.port()), nil); code != 200 {
-				t.Fatalf("deregister: status %d", code)
-			}
+			in.mustAPI("POST", "/target-groups/web/targets/deregister", targets(b.port()), nil)
 			if st := in.states("web")[fmt.Sprintf("127.0.0.1:%d", b.port())]; st != "draining" {
 				t.Errorf("deregistered target is %q, want draining", st)
 			}
@@ -110,7 +98,7 @@ func TestNoRoutableTargetIs503(t *testing.T) {
 
 	// A target that has not passed a check yet gets no traffic.
 	dead := freePort(t)
-	in.api("POST", "/target-groups/web/targets", targets(dead), nil)
+	in.register("web", dead)
 	code, body = in.get("/")
 	if code != 503 || !strings.Contains(body, "1 initial") {
 		t.Fatalf("only an initial target: status %d body %q", code, body)
@@ -127,7 +115,7 @@ func TestDynamicEmptyGroupIs503(t *testing.T) {
 func TestReloadKeepsRegistrationsAndHealth(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	in := startCaddy(t, shorthandConfig)
-	in.api("POST", "/target-groups/web/targets", targets(a.port(), b.port()), nil)
+	in.register("web", a.port(), b.port())
 	want := map[string]string{
 		fmt.Sprintf("127.0.0.1:%d", a.port()): "healthy",
 		fmt.Sprintf("127.0.0.1:%d", b.port()): "healthy",
@@ -135,9 +123,7 @@ func TestReloadKeepsRegistrationsAndHealth(t *testing.T) {
 	in.waitStates("web", want)
 
 	// Reload the same config through POST /load, as `caddy reload` does.
-	if code := in.api("POST", "/load", in.expand(shorthandConfig), nil); code != 200 {
-		t.Fatalf("POST /load: status %d", code)
-	}
+	in.mustAPI("POST", "/load", in.expand(shorthandConfig), nil)
 	// Straight after the reload the targets are still healthy: their health
 	// was kept, not reset to initial.
 	if got := in.states("web"); got[fmt.Sprintf("127.0.0.1:%d", a.port())] != "healthy" || got[fmt.Sprintf("127.0.0.1:%d", b.port())] != "healthy" || len(got) != 2 {
@@ -148,10 +134,8 @@ func TestReloadKeepsRegistrationsAndHealth(t *testing.T) {
 	}
 
 	// A reload that changes the group's settings keeps its targets too.
-	changed := strings.Replace(shorthandConfig, `"interval": "5s"`, `"interval": "6s"`, 1)
-	if code := in.api("POST", "/load", in.expand(changed), nil); code != 200 {
-		t.Fatalf("POST /load (changed): status %d", code)
-	}
+	changed := shorthand("6s", "30")
+	in.mustAPI("POST", "/load", in.expand(changed), nil)
 	if got := in.states("web"); len(got) != 2 || got[fmt.Sprintf("127.0.0.1:%d", a.port())] != "healthy" {
 		t.Fatalf("after changed reload: %v", got)
 	}
@@ -160,20 +144,20 @@ func TestReloadKeepsRegistrationsAndHealth(t *testing.T) {
 			Interval string `json:"interval"`
 		} `json:"health_check"`
 	}
-	in.api("GET", "/target-groups/web", nil, &g)
+	in.mustAPI("GET", "/target-groups/web", nil, &g)
 	if g.HealthCheck.Interval != "6s" {
 		t.Fatalf("interval after reload = %q, want 6s", g.HealthCheck.Interval)
 	}
 
 	// A config that fails to load changes nothing.
-	bad := strings.Replace(shorthandConfig, `"interval": "5s"`, `"interval": "2s"`, 1)
+	bad := shorthand("2s", "30")
 	if err := in.load(bad); err == nil || !strings.Contains(err.Error(), `target group "web"`) || !strings.Contains(err.Error(), "health_check.interval") || !strings.Contains(err.Error(), "5s-300s") {
 		t.Fatalf("bad config: error %v, want one naming the group, the field and the range", err)
 	}
 	if got := in.states("web"); len(got) != 2 {
 		t.Fatalf("after a failed load: %v", got)
 	}
-	in.api("GET", "/target-groups/web", nil, &g)
+	in.mustAPI("GET", "/target-groups/web", nil, &g)
 	if g.HealthCheck.Interval != "6s" {
 		t.Fatalf("interval after failed load = %q, want 6s", g.HealthCheck.Interval)
 	}
@@ -183,7 +167,7 @@ func TestUnhealthyTargetGetsNoTraffic(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	b.healthy.Store(false)
 	in := startCaddy(t, shorthandConfig)
-	in.api("POST", "/target-groups/web/targets", targets(a.port(), b.port()), nil)
+	in.register("web", a.port(), b.port())
 	in.waitStates("web", map[string]string{fmt.Sprintf("127.0.0.1:%d", a.port()): "healthy"})
 	waitFor(t, "a check of the failing target", 10*time.Second, func() bool { return b.checks.Load() > 0 })
 	got := spread(t, in, 50, a, b)
@@ -195,7 +179,7 @@ func TestUnhealthyTargetGetsNoTraffic(t *testing.T) {
 func TestInFlightIsCountedExactly(t *testing.T) {
 	a := newBackend(t, "a")
 	in := startCaddy(t, shorthandConfig)
-	in.api("POST", "/target-groups/web/targets", targets(a.port()), nil)
+	in.register("web", a.port())
 	key := fmt.Sprintf("127.0.0.1:%d", a.port())
 	in.waitStates("web", map[string]string{key: "healthy"})
 

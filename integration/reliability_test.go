@@ -125,22 +125,19 @@ func (p *caddyProc) config(o relOptions) []byte {
 			},
 		}
 	}
-	cfg := map[string]any{
-		"admin":   map[string]any{"listen": p.admin},
-		"storage": map[string]any{"module": "file_system", "root": filepath.Join(p.dir, "storage")},
-		"apps": map[string]any{
-			"target_groups": map[string]any{"groups": groups},
-			"http": map[string]any{"servers": map[string]any{"s": map[string]any{
-				"listen":          []string{p.http},
-				"automatic_https": map[string]any{"disable": true},
-				"routes": []any{map[string]any{"handle": []any{
-					map[string]any{"handler": "headers", "response": map[string]any{"set": map[string]any{"X-Gen": []string{strconv.Itoa(o.gen)}}}},
-					proxy,
-				}}},
-			}}},
-		},
+	gen := map[string]any{"handler": "headers", "response": map[string]any{"set": map[string]any{"X-Gen": []string{strconv.Itoa(o.gen)}}}}
+	return p.expand(caddyConfig{groups: groups, routes: []any{route("", gen, proxy)}}.json())
+}
+
+// expand fills in the process's addresses and storage.
+func (p *caddyProc) expand(cfg string) []byte {
+	cfg = strings.NewReplacer("{ADMIN}", p.admin, "{HTTP}", p.http).Replace(cfg)
+	var m map[string]any
+	if err := json.Unmarshal([]byte(cfg), &m); err != nil {
+		p.t.Fatalf("test config is not JSON: %v", err)
 	}
-	out, _ := json.Marshal(cfg)
+	m["storage"] = map[string]any{"module": "file_system", "root": filepath.Join(p.dir, "storage")}
+	out, _ := json.Marshal(m)
 	return out
 }
 
@@ -200,19 +197,10 @@ func (p *caddyProc) dumpLog() {
 	p.t.Logf("caddy log (tail):\n%s", b)
 }
 
-// mustAPI calls the admin API (as the in-process tests do) and fails the
-// test on any answer but 200; out (if not nil) receives the decoded answer.
+// mustAPI is instance.mustAPI against the process.
 func (p *caddyProc) mustAPI(method, path string, body any, out any) {
 	p.t.Helper()
-	var raw json.RawMessage
-	if code := (&instance{t: p.t, admin: p.admin}).api(method, path, body, &raw); code != 200 {
-		p.t.Fatalf("%s %s: status %d: %s", method, path, code, raw)
-	}
-	if out != nil && len(raw) > 0 {
-		if err := json.Unmarshal(raw, out); err != nil {
-			p.t.Fatalf("%s %s: decoding %q: %v", method, path, raw, err)
-		}
-	}
+	(&instance{t: p.t, admin: p.admin}).mustAPI(method, path, body, out)
 }
 
 // targetState is one entry of DescribeTargetHealth.
@@ -406,11 +394,27 @@ func killBackend(b *backend) {
 }
 
 func TestReliability(t *testing.T) {
-	t.Run("Churn", testReliabilityChurn)
+	t.Parallel()
+	// Every scenario has a Caddy process of its own, so most run side by
+	// side. Those with tight timing run alone first: Draining takes a
+	// backend's request count a fixed time after a deregistration, and
+	// BackendDeath bounds how soon a death is noticed, both of which the
+	// load of another scenario could stretch.
 	t.Run("Draining", testReliabilityDraining)
-	t.Run("Reloads", testReliabilityReloads)
-	t.Run("Restart", testReliabilityRestart)
 	t.Run("BackendDeath", testReliabilityBackendDeath)
+	for _, s := range []struct {
+		name string
+		run  func(*testing.T)
+	}{
+		{"Churn", testReliabilityChurn},
+		{"Reloads", testReliabilityReloads},
+		{"Restart", testReliabilityRestart},
+	} {
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			s.run(t)
+		})
+	}
 }
 
 // Churn: every second a new backend is registered, the oldest is
@@ -722,7 +726,9 @@ func testReliabilityRestart(t *testing.T) {
 // refuses go to other targets and only those cut in flight fail (at most
 // one per client); with passive health it is out at once; with
 // reverse_proxy's lb_retries (which also sends a GET cut in flight again)
-// and passive health, no request fails at all.
+// and passive health, no request fails at all. The two cases with active
+// checks, which wait the longest and have the loosest bound, run side by
+// side once the others are done.
 func testReliabilityBackendDeath(t *testing.T) {
 	interval, threshold, timeout := 5*time.Second, 2, 2*time.Second
 	bound := time.Duration(float64(interval)*1.1)*time.Duration(threshold) + timeout
@@ -741,6 +747,9 @@ func testReliabilityBackendDeath(t *testing.T) {
 		{"PassiveHealthAndRetries", 2, 0, 2, time.Second, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.passive == 0 {
+				t.Parallel()
+			}
 			p := newCaddyProc(t)
 			hc := relHealthCheck(nil)
 			if tc.passive > 0 {

@@ -12,28 +12,26 @@ import (
 
 // retryConfig checks rarely (the first check still runs at once), so a
 // target that goes away stays healthy in the group while requests reach it.
-const retryConfig = `{
-	"admin": {"listen": "{ADMIN}"},
-	"apps": {
-		"target_groups": {"groups": {"web": {
-			"health_check": {"interval": "300s", "timeout": "2s"}
-		}}},
-		"http": {"servers": {"s": {
-			"listen": ["{HTTP}"],
-			"automatic_https": {"disable": true},
-			"routes": [{"handle": [{"handler": "target_group", "group": "web" RETRIES}]}]
-		}}}
+// The handler has the retries given, if any.
+func retryConfig(retries ...int) string {
+	h := tgHandler("web")
+	if len(retries) > 0 {
+		h["retries"] = retries[0]
 	}
-}`
+	return caddyConfig{
+		groups: map[string]any{"web": `{"health_check": {"interval": "300s", "timeout": "2s"}}`},
+		routes: []any{route("", h)},
+	}.json()
+}
 
-func retryCaddy(t *testing.T, retries string) *instance {
-	return startCaddy(t, strings.Replace(retryConfig, "RETRIES", retries, 1))
+func retryCaddy(t *testing.T, retries ...int) *instance {
+	return startCaddy(t, retryConfig(retries...))
 }
 
 func TestHandlerRetriesTargetThatRefusesConnections(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
-	in := retryCaddy(t, "")
-	in.api("POST", "/target-groups/web/targets", targets(a.port(), b.port()), nil)
+	in := retryCaddy(t)
+	in.register("web", a.port(), b.port())
 	keyA, keyB := fmt.Sprintf("127.0.0.1:%d", a.port()), fmt.Sprintf("127.0.0.1:%d", b.port())
 	in.waitStates("web", map[string]string{keyA: "healthy", keyB: "healthy"})
 
@@ -60,8 +58,8 @@ func TestHandlerRetriesTargetThatRefusesConnections(t *testing.T) {
 
 func TestHandlerRetriesOff(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
-	in := retryCaddy(t, `, "retries": -1`)
-	in.api("POST", "/target-groups/web/targets", targets(a.port(), b.port()), nil)
+	in := retryCaddy(t, -1)
+	in.register("web", a.port(), b.port())
 	in.waitStates("web", map[string]string{fmt.Sprintf("127.0.0.1:%d", a.port()): "healthy", fmt.Sprintf("127.0.0.1:%d", b.port()): "healthy"})
 	b.srv.Close()
 	failed := 0
@@ -99,8 +97,8 @@ func TestHandlerDoesNotResendRequestThatReachedTarget(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	port := ln.Addr().(*net.TCPAddr).Port
 
-	in := retryCaddy(t, `, "retries": 3`)
-	in.api("POST", "/target-groups/web/targets", targets(port), nil)
+	in := retryCaddy(t, 3)
+	in.register("web", port)
 	in.waitStates("web", map[string]string{fmt.Sprintf("127.0.0.1:%d", port): "healthy"})
 	for i := range 5 {
 		if code, _ := in.get("/"); code != http.StatusBadGateway {
@@ -114,10 +112,10 @@ func TestHandlerDoesNotResendRequestThatReachedTarget(t *testing.T) {
 
 func TestHandlerRetriesOutOfRange(t *testing.T) {
 	in := newInstance(t)
-	for _, r := range []string{`, "retries": -2`, `, "retries": 11`} {
-		err := in.load(strings.Replace(retryConfig, "RETRIES", r, 1))
+	for _, r := range []int{-2, 11} {
+		err := in.load(retryConfig(r))
 		if err == nil || !strings.Contains(err.Error(), "retries must be -1 (off) or 0-10") {
-			t.Fatalf("retries%s: got %v", r, err)
+			t.Fatalf("retries %d: got %v", r, err)
 		}
 	}
 }

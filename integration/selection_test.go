@@ -12,22 +12,13 @@ import (
 	"time"
 )
 
-// groupConfig is shorthandConfig with the given attributes.
+// groupConfig proxies every request to group "web", of the given
+// attributes (JSON members), through the target_group handler.
 func groupConfig(attrs string) string {
-	return `{
-	"admin": {"listen": "{ADMIN}"},
-	"apps": {
-		"target_groups": {"groups": {"web": {
-			"health_check": {"interval": "5s", "timeout": "2s"},
-			"attributes": {` + attrs + `}
-		}}},
-		"http": {"servers": {"s": {
-			"listen": ["{HTTP}"],
-			"automatic_https": {"disable": true},
-			"routes": [{"handle": [{"handler": "target_group", "group": "web"}]}]
-		}}}
-	}
-}`
+	return caddyConfig{
+		groups: map[string]any{"web": `{"health_check": {"interval": "5s", "timeout": "2s"}, "attributes": {` + attrs + `}}`},
+		routes: []any{route("", tgHandler("web"))},
+	}.json()
 }
 
 func registerHealthy(t *testing.T, in *instance, bs ...*backend) {
@@ -38,9 +29,7 @@ func registerHealthy(t *testing.T, in *instance, bs ...*backend) {
 		ports[i] = b.port()
 		want[fmt.Sprintf("127.0.0.1:%d", b.port())] = "healthy"
 	}
-	if code := in.api("POST", "/target-groups/web/targets", targets(ports...), nil); code != 200 {
-		t.Fatalf("register: %d", code)
-	}
+	in.register("web", ports...)
 	in.waitStates("web", want)
 }
 
@@ -114,7 +103,7 @@ func TestStickyLBCookie(t *testing.T) {
 
 	// Deregistering the sticky target moves the client, with a new cookie.
 	port := map[string]int{"a": a.port(), "b": b.port(), "c": c.port()}[first]
-	in.api("POST", "/target-groups/web/targets/deregister", targets(port), nil)
+	in.mustAPI("POST", "/target-groups/web/targets/deregister", targets(port), nil)
 	moved, _ := get()
 	if moved == first {
 		t.Fatalf("still sent to deregistered %s", first)
@@ -214,9 +203,7 @@ func TestWeightedRandomFollowsWeights(t *testing.T) {
 	light, heavy := newBackend(t, "light"), newBackend(t, "heavy")
 	in := startCaddy(t, groupConfig(`"load_balancing.algorithm.type": "weighted_random"`))
 	body := fmt.Sprintf(`{"targets":[{"id":"127.0.0.1","port":%d,"weight":1},{"id":"127.0.0.1","port":%d,"weight":3}]}`, light.port(), heavy.port())
-	if code := in.api("POST", "/target-groups/web/targets", body, nil); code != 200 {
-		t.Fatalf("register: %d", code)
-	}
+	in.mustAPI("POST", "/target-groups/web/targets", body, nil)
 	in.waitStates("web", map[string]string{fmt.Sprintf("127.0.0.1:%d", light.port()): "healthy", fmt.Sprintf("127.0.0.1:%d", heavy.port()): "healthy"})
 	const n = 2000
 	got := spread(t, in, n, light, heavy)
@@ -284,7 +271,7 @@ func TestAnomalyMitigation(t *testing.T) {
 				} `json:"anomaly_detection"`
 			} `json:"targets"`
 		}
-		in.api("GET", "/target-groups/web/targets", nil, &h)
+		in.mustAPI("GET", "/target-groups/web/targets", nil, &h)
 		for _, e := range h.Targets {
 			if e.Target.Port == bad.port() {
 				return e.AnomalyDetection.Result == "anomalous" && e.AnomalyDetection.MitigationInEffect == "yes"

@@ -11,64 +11,35 @@ import (
 	"github.com/caddy-targetgroup/caddy-targetgroup/targetgroup"
 )
 
-// appCookieLB is the load balancer cookie ALB sets beside an application
-// cookie (AWSALBAPP-0 … -3; one suffices for our cookie's size).
-const appCookieLB = "AWSALBAPP-0"
+// The HTTP half of cookie stickiness (lb_cookie, app_cookie): reading the
+// pinned target from the request's cookie, for targetgroup's Pick, and
+// sealing the picked target into the response's cookies.
 
-// stickiness is a group's cookie stickiness (lb_cookie or app_cookie).
-type stickiness struct {
-	cookie   string        // the load balancer's cookie
-	cors     bool          // lb_cookie: a SameSite=None twin, <cookie>CORS, goes with it
-	app      string        // app_cookie: the application's cookie
-	duration time.Duration // how long a pick sticks, refreshed on every response
-}
-
-func stickinessOf(spec *targetgroup.Spec) *stickiness {
-	a := spec.Attributes
-	if !a.StickinessEnabled {
-		return nil
+// pinnedKey is the target the request's cookie names, or the zero key:
+// when the group is not cookie-sticky, there is no cookie (or, for
+// app_cookie, no application cookie), or it can't be decoded, has expired
+// or belongs to another group. Pick checks that the target is one of the
+// snapshot's, healthy and acceptable for this try, so a forged cookie can
+// never make Caddy dial anything else.
+func pinnedKey(r *http.Request, st targetgroup.Stickiness, kr *selection.Keyring, group string, now time.Time) targetgroup.TargetKey {
+	if !st.Cookied() || kr == nil {
+		return targetgroup.TargetKey{}
 	}
-	switch a.StickinessType {
-	case "lb_cookie":
-		return &stickiness{cookie: a.LBCookieName, cors: true, duration: a.LBCookieDuration}
-	case "app_cookie":
-		return &stickiness{cookie: appCookieLB, app: a.AppCookieName, duration: a.AppCookieDuration}
-	}
-	return nil
-}
-
-// pinned returns the pool index of the target the request's cookie names,
-// or -1 to let the algorithm pick: when there is no cookie, or it can't be
-// decoded, has expired, belongs to another group, or names a target that is
-// not registered, draining, unhealthy or unacceptable for this try. Only a
-// target of the snapshot can come out of it, so a forged cookie can never
-// make Caddy dial anything else.
-func (s *stickiness) pinned(r *http.Request, kr *selection.Keyring, group string, v view, ok func(int) bool, now time.Time) int {
-	if kr == nil {
-		return -1
-	}
-	if s.app != "" {
+	if st.AppCookie != "" {
 		// app_cookie: stickiness lasts as long as the application's cookie.
-		if _, ok := cookieValue(r, s.app); !ok {
-			return -1
+		if _, ok := cookieValue(r, st.AppCookie); !ok {
+			return targetgroup.TargetKey{}
 		}
 	}
-	value, found := cookieValue(r, s.cookie)
+	value, found := cookieValue(r, st.Cookie)
 	if !found {
-		return -1
+		return targetgroup.TargetKey{}
 	}
-	st, err := kr.Open(value, group, now)
+	sealed, err := kr.Open(value, group, now)
 	if err != nil {
-		return -1
+		return targetgroup.TargetKey{}
 	}
-	si := v.snap.Index(targetgroup.TargetKey{ID: st.ID, Port: st.Port})
-	if !v.snap.IsHealthy(si) {
-		return -1
-	}
-	if i := v.poolIndex(si); i >= 0 && ok(i) {
-		return i
-	}
-	return -1
+	return targetgroup.TargetKey{ID: sealed.ID, Port: sealed.Port}
 }
 
 // cookieValue is the value of the request's first valid cookie called
@@ -108,7 +79,7 @@ func cookieValue(r *http.Request, name string) (string, bool) {
 type sealedCookies struct {
 	kr      *selection.Keyring
 	group   string
-	stick   stickiness
+	stick   targetgroup.Stickiness
 	expires int64 // Unix seconds
 	headers []string
 }
@@ -116,16 +87,16 @@ type sealedCookies struct {
 // setCookies (re)writes the sticky cookies for t, with a fresh expiry, as
 // ALB does on every response. A retry of the same request replaces what an
 // earlier try set instead of adding a second cookie.
-func (s *stickiness) setCookies(w http.ResponseWriter, kr *selection.Keyring, group string, t *targetgroup.Target, now time.Time) {
+func setCookies(w http.ResponseWriter, st targetgroup.Stickiness, kr *selection.Keyring, group string, t *targetgroup.Target, now time.Time) {
 	if kr == nil {
 		return
 	}
-	sec := now.Add(s.duration).Unix()
+	sec := now.Add(st.Duration).Unix()
 	memo := t.ProxyMemo()
 	c, _ := memo.Load().(*sealedCookies)
-	if c == nil || c.kr != kr || c.expires != sec || c.group != group || c.stick != *s {
+	if c == nil || c.kr != kr || c.expires != sec || c.group != group || c.stick != st {
 		var err error
-		if c, err = s.seal(kr, group, t, sec); err != nil {
+		if c, err = seal(st, kr, group, t, sec); err != nil {
 			return
 		}
 		memo.Store(c)
@@ -133,34 +104,34 @@ func (s *stickiness) setCookies(w http.ResponseWriter, kr *selection.Keyring, gr
 	h := w.Header()
 	kept := h["Set-Cookie"]
 	if len(kept) > 0 {
-		kept = slices.DeleteFunc(kept, s.sets)
+		kept = slices.DeleteFunc(kept, func(v string) bool { return sets(st, v) })
 	}
 	// A copy: the memo's slice is shared by every response.
 	h["Set-Cookie"] = append(kept, c.headers...)
 }
 
-func (s *stickiness) seal(kr *selection.Keyring, group string, t *targetgroup.Target, sec int64) (*sealedCookies, error) {
+func seal(st targetgroup.Stickiness, kr *selection.Keyring, group string, t *targetgroup.Target, sec int64) (*sealedCookies, error) {
 	key := t.Key()
 	expires := time.Unix(sec, 0)
 	value, err := kr.Seal(selection.Sticky{Group: group, ID: key.ID, Port: key.Port, Expires: expires})
 	if err != nil {
 		return nil, err
 	}
-	c := &sealedCookies{kr: kr, group: group, stick: *s, expires: sec}
+	c := &sealedCookies{kr: kr, group: group, stick: st, expires: sec}
 	// ALB uses Expires, not Max-Age.
-	c.headers = append(c.headers, (&http.Cookie{Name: s.cookie, Value: value, Path: "/", Expires: expires}).String())
-	if s.cors {
+	c.headers = append(c.headers, (&http.Cookie{Name: st.Cookie, Value: value, Path: "/", Expires: expires}).String())
+	if st.CORS {
 		// Browsers need SameSite=None; Secure to send the cookie with
 		// cross-origin requests.
-		c.headers = append(c.headers, (&http.Cookie{Name: s.cookie + "CORS", Value: value, Path: "/", Expires: expires, SameSite: http.SameSiteNoneMode, Secure: true}).String())
+		c.headers = append(c.headers, (&http.Cookie{Name: st.Cookie + "CORS", Value: value, Path: "/", Expires: expires, SameSite: http.SameSiteNoneMode, Secure: true}).String())
 	}
 	return c, nil
 }
 
-// sets tells whether a Set-Cookie value is one of the cookies s sets.
-func (s *stickiness) sets(setCookie string) bool {
-	rest, ok := strings.CutPrefix(setCookie, s.cookie)
-	if ok && s.cors {
+// sets tells whether a Set-Cookie value is one of the cookies st sets.
+func sets(st targetgroup.Stickiness, setCookie string) bool {
+	rest, ok := strings.CutPrefix(setCookie, st.Cookie)
+	if ok && st.CORS {
 		rest = strings.TrimPrefix(rest, "CORS")
 	}
 	return ok && strings.HasPrefix(rest, "=")

@@ -15,13 +15,13 @@ func TestStickyCookiesSealedOncePerSecond(t *testing.T) {
 	reg := benchGroup(t, "lb_cookie", 2)
 	g := reg.Group("bench")
 	snap := g.Snapshot()
-	s := stickinessOf(snap.Spec)
+	s := snap.Stickiness()
 	kr := reg.Keyring()
 	t0, t1 := snap.Routable[0], snap.Routable[1]
 	now := time.Unix(1_800_000_000, 100)
 
 	set := func(w http.ResponseWriter, tg *targetgroup.Target, at time.Time) []string {
-		s.setCookies(w, kr, "bench", tg, at)
+		setCookies(w, s, kr, "bench", tg, at)
 		return w.Header()["Set-Cookie"]
 	}
 	first := set(httptest.NewRecorder(), t0, now)
@@ -72,7 +72,7 @@ func TestStickyCookiesSealedOncePerSecond(t *testing.T) {
 		t.Fatal(err)
 	}
 	rotated := httptest.NewRecorder()
-	s.setCookies(rotated, kr2, "bench", t0, now)
+	setCookies(rotated, s, kr2, "bench", t0, now)
 	v := strings.TrimPrefix(strings.SplitN(rotated.Header()["Set-Cookie"][0], ";", 2)[0], "AWSALB=")
 	if _, err := kr2.Open(v, "bench", now); err != nil {
 		t.Fatalf("after rotation the cookie is not under the new key: %v", err)

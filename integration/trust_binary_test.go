@@ -2,27 +2,13 @@ package integration_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
-
-// expand fills in the process's addresses and storage.
-func (p *caddyProc) expand(cfg string) []byte {
-	cfg = strings.NewReplacer("{ADMIN}", p.admin, "{HTTP}", p.http).Replace(cfg)
-	var m map[string]any
-	if err := json.Unmarshal([]byte(cfg), &m); err != nil {
-		p.t.Fatalf("test config is not JSON: %v", err)
-	}
-	m["storage"] = map[string]any{"module": "file_system", "root": filepath.Join(p.dir, "storage")}
-	out, _ := json.Marshal(m)
-	return out
-}
 
 // reload loads cfg through the admin API, as an operator does.
 func (p *caddyProc) reload(cfg []byte) {
@@ -44,6 +30,7 @@ func (p *caddyProc) reload(cfg []byte) {
 // host names resolving outside out of service at once and brings them back
 // when it is widened again.
 func TestBinaryTrust(t *testing.T) {
+	t.Parallel()
 	p := newCaddyProc(t)
 	b := newBackend(t, "b")
 	const n = 4
@@ -52,17 +39,16 @@ func TestBinaryTrust(t *testing.T) {
 		apiGroups = append(apiGroups, fmt.Sprintf("api-%d", i))
 	}
 	routes := append([]string{"web", "inst"}, apiGroups...)
-	group := `"groups":{"web":{"health_check":{"interval":"5s","timeout":"2s"}}}`
-	wide := p.expand(routesConfig(group, routes...))
-	narrow := p.expand(routesConfig(group+`,"allowed_cidrs":["10.0.0.0/8"]`, routes...))
+	cfg := caddyConfig{groups: webGroup, routes: groupRoutes(routes...)}
+	wide := p.expand(cfg.json())
+	cfg.app = map[string]any{"allowed_cidrs": []string{"10.0.0.0/8"}}
+	narrow := p.expand(cfg.json())
 	p.start(wide)
 	in := &instance{t: t, admin: p.admin, http: p.http}
 
 	for _, g := range apiGroups {
 		body := fmt.Sprintf(`{"name":%q,"port":%d,"health_check":{"enabled":false},"targets":[{"id":"127.0.0.1"}]}`, g, b.port())
-		if code := in.api("POST", "/target-groups/", body, nil); code != 200 {
-			t.Fatalf("creating %s: status %d", g, code)
-		}
+		in.mustAPI("POST", "/target-groups/", body, nil)
 	}
 	for round := range 3 {
 		if round > 0 {
@@ -92,11 +78,9 @@ func TestBinaryTrust(t *testing.T) {
 	}
 
 	// A registered ip target and a host name, both in service.
-	in.api("POST", "/target-groups/web/targets", targets(b.port()), nil)
+	in.register("web", b.port())
 	body := fmt.Sprintf(`{"name":"inst","type":"instance","port":%d,"health_check":{"interval":"5s","timeout":"2s"},"targets":[{"id":"localhost"}]}`, b.port())
-	if code := in.api("POST", "/target-groups/", body, nil); code != 200 {
-		t.Fatalf("creating inst: status %d", code)
-	}
+	in.mustAPI("POST", "/target-groups/", body, nil)
 	webKey, instKey := fmt.Sprintf("127.0.0.1:%d", b.port()), fmt.Sprintf("localhost:%d", b.port())
 	in.waitStates("web", map[string]string{webKey: "healthy"})
 	in.waitStates("inst", map[string]string{instKey: "healthy"})

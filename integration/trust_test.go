@@ -13,15 +13,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// routesConfig is a server with one target_group route per group, at /<group>.
-func routesConfig(global string, groups ...string) string {
-	var routes []string
-	for _, g := range groups {
-		routes = append(routes, fmt.Sprintf(`{"match":[{"path":["/%s"]}],"handle":[{"handler":"target_group","group":%q}]}`, g, g))
-	}
-	return `{"admin":{"listen":"{ADMIN}"},"apps":{"target_groups":{` + global + `},"http":{"servers":{"s":{"listen":["{HTTP}"],"automatic_https":{"disable":true},"routes":[` + strings.Join(routes, ",") + `]}}}}}`
-}
-
 // Groups the config does not declare get their proxies at Provision: the
 // first requests of several routes at once, after a start and after every
 // reload, touch no shared state (run with -race; before, this crashed with
@@ -33,13 +24,11 @@ func TestFirstRequestsProvisionNothing(t *testing.T) {
 	for i := range n {
 		groups = append(groups, fmt.Sprintf("api-%d", i))
 	}
-	cfg := routesConfig("", groups...)
+	cfg := caddyConfig{groups: map[string]any{}, routes: groupRoutes(groups...)}.json()
 	in := startCaddy(t, cfg)
 	for _, g := range groups {
 		body := fmt.Sprintf(`{"name":%q,"port":%d,"health_check":{"enabled":false},"targets":[{"id":"127.0.0.1"}]}`, g, b.port())
-		if code := in.api("POST", "/target-groups/", body, nil); code != 200 {
-			t.Fatalf("creating %s: status %d", g, code)
-		}
+		in.mustAPI("POST", "/target-groups/", body, nil)
 	}
 	for round := range 5 {
 		if round > 0 {
@@ -77,7 +66,7 @@ func TestFirstRequestsProvisionNothing(t *testing.T) {
 func TestNoRoutableTargetIsACaddyError(t *testing.T) {
 	in := newInstance(t)
 	in.plainErrors = true
-	plain := routesConfig("", "web")
+	plain := caddyConfig{groups: map[string]any{}, routes: groupRoutes("web")}.json()
 	if err := in.load(plain); err != nil {
 		t.Fatal(err)
 	}
@@ -94,19 +83,22 @@ func TestNoRoutableTargetIsACaddyError(t *testing.T) {
 	}
 }
 
+// webGroup is a config group "web" checked every 5s.
+var webGroup = map[string]any{"web": `{"health_check":{"interval":"5s","timeout":"2s"}}`}
+
 // A reload re-checks what the API registered: narrowing allowed_cidrs makes
 // a registered target unused at once, with no traffic, and widening it
 // again brings it back through initial.
 func TestReloadRevalidatesRegisteredTargets(t *testing.T) {
 	a := newBackend(t, "a")
-	group := `"groups":{"web":{"health_check":{"interval":"5s","timeout":"2s"}}}`
-	wide := routesConfig(group, "web")
-	narrow := routesConfig(group+`,"allowed_cidrs":["10.0.0.0/8"]`, "web")
-	in := startCaddy(t, wide)
-	in.api("POST", "/target-groups/web/targets", targets(a.port()), nil)
+	wide := caddyConfig{groups: webGroup, routes: groupRoutes("web")}
+	narrow := wide
+	narrow.app = map[string]any{"allowed_cidrs": []string{"10.0.0.0/8"}}
+	in := startCaddy(t, wide.json())
+	in.register("web", a.port())
 	key := fmt.Sprintf("127.0.0.1:%d", a.port())
 	in.waitStates("web", map[string]string{key: "healthy"})
-	if err := in.load(narrow); err != nil {
+	if err := in.load(narrow.json()); err != nil {
 		t.Fatal(err)
 	}
 	// In force as soon as the load returns: no waiting.
@@ -118,7 +110,7 @@ func TestReloadRevalidatesRegisteredTargets(t *testing.T) {
 	if code, _ := in.get("/web"); code != 503 || a.hits.Load() != 0 {
 		t.Fatalf("after narrowing: status %d, %d hits, want 503 and none", code, a.hits.Load())
 	}
-	if err := in.load(wide); err != nil {
+	if err := in.load(wide.json()); err != nil {
 		t.Fatal(err)
 	}
 	if s := in.states("web")[key]; s != "initial" {
@@ -133,8 +125,11 @@ func TestReloadRevalidatesRegisteredTargets(t *testing.T) {
 // Host-name targets carry traffic to what they resolve to.
 func TestInstanceTargetsCarryTraffic(t *testing.T) {
 	a := newBackend(t, "a")
-	in := startCaddy(t, routesConfig(`"groups":{"inst":{"type":"instance","health_check":{"interval":"5s","timeout":"2s"}}}`, "inst"))
-	in.api("POST", "/target-groups/inst/targets", map[string]any{"targets": []any{map[string]any{"id": "localhost", "port": a.port()}}}, nil)
+	in := startCaddy(t, caddyConfig{
+		groups: map[string]any{"inst": `{"type":"instance","health_check":{"interval":"5s","timeout":"2s"}}`},
+		routes: groupRoutes("inst"),
+	}.json())
+	in.mustAPI("POST", "/target-groups/inst/targets", map[string]any{"targets": []any{map[string]any{"id": "localhost", "port": a.port()}}}, nil)
 	key := fmt.Sprintf("localhost:%d", a.port())
 	in.waitStates("inst", map[string]string{key: "healthy"})
 	if code, body := in.get("/inst"); code != 200 || body != "a" {
@@ -144,10 +139,12 @@ func TestInstanceTargetsCarryTraffic(t *testing.T) {
 
 func TestInstanceTargetOutsideAllowedCIDRs(t *testing.T) {
 	a := newBackend(t, "a")
-	in2 := startCaddy(t, routesConfig(`"allowed_cidrs":["10.0.0.0/8"],"groups":{"meta":{"type":"instance","health_check":{"interval":"5s","timeout":"2s"}}}`, "meta"))
-	if code := in2.api("POST", "/target-groups/meta/targets", map[string]any{"targets": []any{map[string]any{"id": "localhost", "port": a.port()}}}, nil); code != 200 {
-		t.Fatalf("register: %d", code)
-	}
+	in2 := startCaddy(t, caddyConfig{
+		groups: map[string]any{"meta": `{"type":"instance","health_check":{"interval":"5s","timeout":"2s"}}`},
+		app:    map[string]any{"allowed_cidrs": []string{"10.0.0.0/8"}},
+		routes: groupRoutes("meta"),
+	}.json())
+	in2.mustAPI("POST", "/target-groups/meta/targets", map[string]any{"targets": []any{map[string]any{"id": "localhost", "port": a.port()}}}, nil)
 	// A name resolving outside allowed_cidrs is unused and never connected to.
 	var e struct {
 		State, Reason, Description string
@@ -170,7 +167,7 @@ func TestInstanceTargetOutsideAllowedCIDRs(t *testing.T) {
 
 // This Caddy's own admin listener can't be registered.
 func TestAdminListenerRefused(t *testing.T) {
-	in := startCaddy(t, routesConfig(`"groups":{"web":{}}`, "web"))
+	in := startCaddy(t, caddyConfig{groups: map[string]any{"web": `{}`}, routes: groupRoutes("web")}.json())
 	_, port, _ := net.SplitHostPort(in.admin)
 	var e apiError
 	code := in.api("POST", "/target-groups/web/targets", `{"targets":[{"id":"127.0.0.1","port":`+port+`}]}`, &e)
@@ -194,10 +191,11 @@ func TestIPv6EndToEnd(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 	port := l.Addr().(*net.TCPAddr).Port
-	in := startCaddy(t, routesConfig(`"groups":{"six":{"ip_address_type":"ipv6","health_check":{"interval":"5s","timeout":"2s"}}}`, "six"))
-	if code := in.api("POST", "/target-groups/six/targets", map[string]any{"targets": []any{map[string]any{"id": "::1", "port": port}}}, nil); code != 200 {
-		t.Fatalf("register ::1: %d", code)
-	}
+	in := startCaddy(t, caddyConfig{
+		groups: map[string]any{"six": `{"ip_address_type":"ipv6","health_check":{"interval":"5s","timeout":"2s"}}`},
+		routes: groupRoutes("six"),
+	}.json())
+	in.mustAPI("POST", "/target-groups/six/targets", map[string]any{"targets": []any{map[string]any{"id": "::1", "port": port}}}, nil)
 	in.waitStates("six", map[string]string{fmt.Sprintf("::1:%d", port): "healthy"})
 	if code, body := in.get("/six"); code != 200 || body != "v6" {
 		t.Fatalf("through the ipv6 group: %d %q", code, body)

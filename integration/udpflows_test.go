@@ -1,12 +1,10 @@
 package integration_test
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -118,7 +116,7 @@ func TestUDPFlowCost(t *testing.T) {
 	const n = 1000
 	a := newL4Backend(t, "a", "127.0.0.1", l4UDP)
 	listen := l4Listen(t)
-	in := startCaddy(t, l4Config(t, l4Group("UDP", endAtDeregistration), map[string]any{"listen": []string{"udp/" + listen}, "idle_timeout": "120s"}))
+	in := startCaddy(t, l4Config(l4Group("UDP", endAtDeregistration), map[string]any{"listen": []string{"udp/" + listen}, "idle_timeout": "120s"}))
 	l4Register(t, in, a)
 	openFlows(t, listen, "127.0.0.2", 20) // warm up pools and the scheduler
 	waitFor(t, "warm-up flows to be live", 10*time.Second, func() bool { return in.inFlight("pool")[a.key()] == 20 })
@@ -159,34 +157,21 @@ func endFlows(t *testing.T, in *instance, bs ...*l4Backend) {
 	for i, b := range bs {
 		ts[i] = b.target()
 	}
-	if code := in.api("POST", "/target-groups/pool/targets/deregister", map[string]any{"targets": ts}, nil); code != 200 {
-		t.Fatalf("deregister: status %d", code)
-	}
+	in.mustAPI("POST", "/target-groups/pool/targets/deregister", map[string]any{"targets": ts}, nil)
 	l4NoHandlersLeft(t)
 }
 
-// udpCapConfig is l4Config with max_udp_flows_per_group set and a second
-// layer4 server that routes to the same group, on listen2.
-func udpCapConfig(t *testing.T, limit int, listen, listen2 string) string {
-	t.Helper()
-	var cfg map[string]any
-	if err := json.Unmarshal([]byte(l4Config(t, l4Group("UDP", endAtDeregistration), map[string]any{"listen": []string{"udp/" + listen}, "idle_timeout": "60s"})), &cfg); err != nil {
-		t.Fatal(err)
-	}
-	apps := cfg["apps"].(map[string]any)
-	apps["target_groups"].(map[string]any)["max_udp_flows_per_group"] = limit
-	servers := apps["layer4"].(map[string]any)["servers"].(map[string]any)
-	s2 := map[string]any{}
-	for k, v := range servers["s"].(map[string]any) {
-		s2[k] = v
-	}
-	s2["listen"] = []string{"udp/" + listen2}
-	servers["s2"] = s2
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+// udpCapConfig is a UDP group pool with max_udp_flows_per_group set, behind
+// two layer4 servers, on listen and listen2.
+func udpCapConfig(limit int, listen, listen2 string) string {
+	return caddyConfig{
+		groups: map[string]any{"pool": l4Group("UDP", endAtDeregistration)},
+		app:    map[string]any{"max_udp_flows_per_group": limit},
+		layer4: map[string]any{
+			"s":  l4Server(map[string]any{"listen": []string{"udp/" + listen}, "idle_timeout": "60s"}),
+			"s2": l4Server(map[string]any{"listen": []string{"udp/" + listen2}, "idle_timeout": "60s"}),
+		},
+	}.json()
 }
 
 // peak keeps the highest value it has seen.
@@ -209,7 +194,7 @@ func TestUDPFlowCapHolds(t *testing.T) {
 	const limit = 20
 	a := newL4Backend(t, "a", "127.0.0.1", l4UDP)
 	listen, listen2 := l4Listen(t), l4Listen(t)
-	in := startCaddy(t, udpCapConfig(t, limit, listen, listen2))
+	in := startCaddy(t, udpCapConfig(limit, listen, listen2))
 	l4Register(t, in, a)
 	g := targetgroup.Current().Group("pool")
 
@@ -282,31 +267,21 @@ func TestUDPFlowCapHolds(t *testing.T) {
 // than max_udp_flows_per_group while many source ports send, and a new
 // client still gets answers.
 func TestUDPFlowCapBinary(t *testing.T) {
+	t.Parallel()
 	const limit = 5
 	a := newL4Backend(t, "a", "127.0.0.1", l4UDP)
 	p := newCaddyProc(t)
 	listen := l4Listen(t)
-	cfg, _ := json.Marshal(map[string]any{
-		"admin":   map[string]any{"listen": p.admin},
-		"storage": map[string]any{"module": "file_system", "root": filepath.Join(p.dir, "storage")},
-		"apps": map[string]any{
-			"target_groups": map[string]any{
-				"max_udp_flows_per_group": limit,
-				"groups": map[string]any{"pool": map[string]any{
-					"protocol":     "UDP",
-					"port":         a.port,
-					"health_check": map[string]any{"interval": "5s", "timeout": "2s"},
-					"targets":      []any{map[string]any{"id": a.ip}},
-				}},
-			},
-			"layer4": map[string]any{"servers": map[string]any{"dns": map[string]any{
-				"listen":       []string{"udp/" + listen},
-				"idle_timeout": "60s",
-				"routes":       []any{map[string]any{"handle": []any{map[string]any{"handler": "target_group", "group": "pool"}}}},
-			}}},
-		},
-	})
-	p.start(cfg)
+	p.start(p.expand(caddyConfig{
+		groups: map[string]any{"pool": map[string]any{
+			"protocol":     "UDP",
+			"port":         a.port,
+			"health_check": map[string]any{"interval": "5s", "timeout": "2s"},
+			"targets":      []any{map[string]any{"id": a.ip}},
+		}},
+		app:    map[string]any{"max_udp_flows_per_group": limit},
+		layer4: map[string]any{"dns": l4Server(map[string]any{"listen": []string{"udp/" + listen}, "idle_timeout": "60s"})},
+	}.json()))
 	in := &instance{t: t, admin: p.admin}
 	in.waitStates("pool", map[string]string{a.key(): "healthy"})
 

@@ -1,16 +1,14 @@
-// Package integration plugs target groups into Caddy's reverse_proxy: an
-// upstream source, a selection policy and a `target_group` handler that
-// wires both to one group.
 package integration
 
 import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
@@ -43,9 +41,12 @@ func (*UpstreamSource) CaddyModule() caddy.ModuleInfo {
 // Provision loads the target_groups app, so that a config that only uses a
 // group still runs the app that owns it.
 func (u *UpstreamSource) Provision(ctx caddy.Context) error {
-	reg, err := registryOf(ctx, u.Group)
-	u.reg = reg
-	return err
+	app, err := appOf(ctx, u.Group)
+	if err != nil {
+		return err
+	}
+	u.reg = app.Registry()
+	return nil
 }
 
 // Validate checks that a group is named.
@@ -57,32 +58,27 @@ func (u *UpstreamSource) Validate() error {
 }
 
 // GetUpstreams returns fresh Upstream values on every call: reverse_proxy
-// writes into them while provisioning each attempt.
+// writes into them while provisioning each attempt. A large group is
+// narrowed to the target its Pick chooses, followed by the next ones as
+// fallbacks (Snapshot.Narrow).
 func (u *UpstreamSource) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
-	g := u.reg.Group(u.Group)
+	at, g := attemptOf(r, u.reg, u.Group)
 	if g == nil {
 		return nil, fmt.Errorf("target group %q does not exist", u.Group)
 	}
 	snap := g.Snapshot()
+	if g == at.group {
+		at.snap = snap
+	}
 	if len(snap.Routable) == 0 {
 		return nil, errors.New(snap.NoTargetReason(u.Group))
 	}
-	at := attemptOf(r)
-	if at == nil {
-		at = &attempt{}
-		caddyhttp.SetVar(r.Context(), varAttempt, at)
+	req := targetgroup.PickRequest{OK: func(i int) bool { return !slices.Contains(at.tried, snap.Routable[i]) }}
+	if snap.Stickiness().Cookied() {
+		req.Now = time.Now()
+		req.Pinned = at.pinnedTarget(r, u.reg.Keyring(), g, snap, req.Now)
 	}
-	at.source, at.snap = u.Group, snap
-	n := len(snap.Routable)
-	first := 0
-	at.preselected = n > maxUpstreams
-	if at.preselected {
-		if first = preselect(r, u.reg, g, snap); first < 0 {
-			first, at.preselected = 0, false
-		} else {
-			n = maxUpstreams
-		}
-	}
+	first, n := snap.Narrow(maxUpstreams, req)
 	// One allocation for the values, one for the pointers.
 	vals := make([]reverseproxy.Upstream, n)
 	ups := make([]*reverseproxy.Upstream, n)
@@ -94,9 +90,7 @@ func (u *UpstreamSource) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream
 }
 
 // maxUpstreams bounds the upstreams handed to reverse_proxy per try: it
-// provisions every one of them (under a process-wide lock) each time, so a
-// larger group is narrowed here to the target the group's algorithm picks,
-// followed by the next ones in order as fallbacks for the selection policy.
+// provisions every one of them (under a process-wide lock) each time.
 const maxUpstreams = 8
 
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens:
@@ -114,10 +108,10 @@ func (u *UpstreamSource) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// registryOf loads the target_groups app of the config being provisioned
-// and records that a route uses the group, which the API then refuses to
+// appOf loads the target_groups app of the config being provisioned and
+// records that a route uses the group, which the API then refuses to
 // delete. A group the config does not declare may be created through the API.
-func registryOf(ctx caddy.Context, group string) (*targetgroup.Registry, error) {
+func appOf(ctx caddy.Context, group string) (*targetgroup.App, error) {
 	appIface, err := ctx.App("target_groups")
 	if err != nil {
 		return nil, fmt.Errorf("loading target_groups app: %v", err)
@@ -129,7 +123,7 @@ func registryOf(ctx caddy.Context, group string) (*targetgroup.Registry, error) 
 	if group != "" && !app.Declares(group) {
 		ctx.Logger().Warn("target group is not declared in the config; requests get 503 until it is created through the admin API", zap.String("group", group))
 	}
-	return app.Registry(), nil
+	return app, nil
 }
 
 // Interface guards

@@ -6,34 +6,49 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== gofmt"
+# step ends the step under way, printing how long it took, and names the
+# next one; make test's time is theirs.
+suite_start=$(date +%s)
+step_name="" step_start=$suite_start
+step() {
+	local now
+	now=$(date +%s)
+	if [ -n "$step_name" ]; then
+		echo "-- $step_name: $((now - step_start)) s"
+	fi
+	step_name=$1 step_start=$now
+	if [ -n "$step_name" ]; then
+		echo "== $step_name"
+	fi
+}
+
+step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*'))
 if [ -n "$unformatted" ]; then
 	echo "gofmt would change: $unformatted" >&2
 	exit 1
 fi
 
-echo "== go vet"
+step "go vet"
 go vet ./...
 
-echo "== build Caddy with the plugin (xcaddy), and with the race detector"
+step "build Caddy with the plugin (xcaddy)"
 scripts/build-caddy.sh
-start=$(date +%s)
+step "build Caddy with the race detector"
 XCADDY_RACE_DETECTOR=1 CADDY_OUTPUT="$PWD/bin/caddy-race" scripts/build-caddy.sh
-echo "race-detector build: $(($(date +%s) - start)) s"
 # The built-binary tests run against the race-detector Caddy and fail on
 # any DATA RACE in its log.
 export CADDY_BINARY="$PWD/bin/caddy-race"
 
-echo "== go test -race"
+step "go test -race"
 # This includes the reliability suite's short form (RELIABILITY_SECONDS,
 # default 10) against bin/caddy, and every fuzz target's seed corpus.
 go test -race -count=1 -timeout 20m ./...
 
-echo "== fuzz, each target ${FUZZTIME:-5s} (make fuzz runs them longer)"
+step "fuzz, each target ${FUZZTIME:-5s} (make fuzz runs them longer)"
 make -s fuzz FUZZTIME="${FUZZTIME:-5s}"
 
-echo "== benchmark smoke run (make bench runs it in full)"
+step "benchmark smoke run (make bench runs it in full)"
 if command -v wrk >/dev/null 2>&1 && { command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; }; then
 	smoke=$(mktemp -d)
 	CADDY_BINARY="$PWD/bin/caddy" BENCH_ROUNDS=1 BENCH_DURATION=1 BENCH_WARMUP=1 BENCH_RESULTS="$smoke" BENCH_OUT="$smoke/results.md" \
@@ -47,10 +62,11 @@ else
 	echo "skipped: wrk or haproxy is missing (.ci/run installs them)"
 fi
 
-echo "== demo"
+step "demo"
 DEMO_EXIT=1 DEMO_ADMIN_PORT=${DEMO_ADMIN_PORT:-2399} DEMO_HTTP_PORT=${DEMO_HTTP_PORT:-8399} scripts/demo.sh >/tmp/caddy-targetgroup-demo.log 2>&1 || {
 	cat /tmp/caddy-targetgroup-demo.log >&2
 	exit 1
 }
 grep -q "hello from backend" /tmp/caddy-targetgroup-demo.log
-echo "ok: all tests passed"
+step ""
+echo "ok: all tests passed in $(($(date +%s) - suite_start)) s"

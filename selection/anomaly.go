@@ -92,7 +92,7 @@ type Stats struct {
 	prevReq, prevFail    uint64
 	prevLat              uint64
 	n, f, s              float64 // decayed sums
-	mult                 float64 // see multiplier
+	mult                 float64 // see Multiplier; 0 means 1, so that the zero Stats is ready
 	anomalous, mitigated atomic.Bool
 }
 
@@ -175,7 +175,7 @@ func Mitigate(stats []*Stats, now time.Time) []float64 {
 	for i, st := range stats {
 		if st != nil && !isFlagged[i] {
 			st.recover(dts[i])
-			if st.multiplier() < 1 {
+			if st.Multiplier() < 1 {
 				below++
 			}
 		}
@@ -188,23 +188,24 @@ func Mitigate(stats []*Stats, now time.Time) []float64 {
 			continue
 		}
 		below++
-		st.mult = min(st.multiplier(), min(max(mitigateAtLimit/j.severity, mitigateFloor), mitigateAtLimit))
+		st.mult = min(st.Multiplier(), min(max(mitigateAtLimit/j.severity, mitigateFloor), mitigateAtLimit))
 	}
 	for i, st := range stats {
 		if st == nil {
 			out[i] = 1
 			continue
 		}
-		out[i] = st.multiplier()
+		out[i] = st.Multiplier()
 		st.anomalous.Store(isFlagged[i])
 		st.mitigated.Store(out[i] < 1)
 	}
 	return out
 }
 
-// multiplier reads mult, whose zero value means 1 (mitigation never sets
-// 0), so that the zero Stats is ready.
-func (st *Stats) multiplier() float64 {
+// Multiplier is the target's weight multiplier as the last Mitigate left
+// it, in (0, 1]. It belongs to Mitigate's side: read it where Mitigate
+// cannot run at the same time (under the lock that serialises both).
+func (st *Stats) Multiplier() float64 {
 	if st.mult == 0 {
 		return 1
 	}

@@ -53,25 +53,24 @@ func AcceptRR(factor, u float64) bool {
 	return factor >= 1 || u < factor
 }
 
-// rampTries bounds the refusals RoundRobinRamp accepts for one request. A
-// refusal is followed by a full target's acceptance unless most of the pool
-// ramps: with 90 % of it at the floor, 16 refusals in a row happen to 3.4 %
-// of requests, with half of it 3·10⁻⁶. A bound in n instead would make a
-// pool with few acceptable targets cost O(n²) per request.
+// rampTries bounds the refusals Ramp accepts for one request. A refusal is
+// followed by a full target's acceptance unless most of the pool ramps:
+// with 90 % of it at the floor, 16 refusals in a row happen to 3.4 % of
+// requests, with half of it 3·10⁻⁶. A bound in n instead would make a pool
+// with few acceptable targets cost O(n²) per request.
 const rampTries = 16
 
-// RoundRobinRamp is round robin with slow start: it draws cursor values
-// from next (normally an atomic counter's Add(1)-1), takes the first
-// acceptable candidate from each (RoundRobin), and keeps it by AcceptRR
-// with its factor. It returns -1 when none is acceptable.
+// Ramp is slow start by rejection over any way of drawing a candidate:
+// it draws with draw (-1: none is acceptable, which it returns) and keeps
+// the draw by AcceptRR with its factor, drawing again on a refusal.
 //
 // After rampTries refusals in a row it keeps the last candidate anyway:
 // that happens when (nearly) every acceptable candidate is ramping, and a
 // request must not fail because all targets are warming up.
-func RoundRobinRamp(n int, next func() uint64, factor func(i int) float64, ok func(i int) bool, uniform func() float64) int {
+func Ramp(draw func() int, factor func(i int) float64, uniform func() float64) int {
 	last := -1
 	for range rampTries {
-		i := RoundRobin(n, next(), ok)
+		i := draw()
 		if i < 0 {
 			return -1
 		}
@@ -81,4 +80,11 @@ func RoundRobinRamp(n int, next func() uint64, factor func(i int) float64, ok fu
 		last = i
 	}
 	return last
+}
+
+// RoundRobinRamp is round robin with slow start: Ramp over RoundRobin,
+// drawing cursor values from next (normally an atomic counter's
+// Add(1)-1). It returns -1 when none is acceptable.
+func RoundRobinRamp(n int, next func() uint64, factor func(i int) float64, ok func(i int) bool, uniform func() float64) int {
+	return Ramp(func() int { return RoundRobin(n, next(), ok) }, factor, uniform)
 }

@@ -112,3 +112,23 @@ func TestRoundRobinRampGivesUpWhenAllRamp(t *testing.T) {
 		t.Fatalf("empty: got %d", i)
 	}
 }
+
+// TestRampOverWeights: Ramp serves any draw, as weighted_random's slow
+// start uses it: a full candidate is kept at its first draw, a refused one
+// is drawn again, and after rampTries refusals the last draw is kept.
+func TestRampOverWeights(t *testing.T) {
+	ws := NewWeights([]float64{1, 3})
+	draws := 0
+	draw := func() int { draws++; return ws.Pick(0.9, nil) } // candidate 1
+	if i := Ramp(draw, func(int) float64 { return 1 }, func() float64 { return 0.999 }); i != 1 || draws != 1 {
+		t.Fatalf("full factor: picked %d after %d draws", i, draws)
+	}
+	draws = 0
+	if i := Ramp(draw, func(int) float64 { return SlowStartFloor }, func() float64 { return 0.999 }); i != 1 || draws != rampTries {
+		t.Fatalf("always refused: picked %d after %d draws, want 1 after %d", i, draws, rampTries)
+	}
+	none := func() int { return ws.Pick(0.5, func(int) bool { return false }) }
+	if i := Ramp(none, func(int) float64 { return 1 }, func() float64 { return 0 }); i != -1 {
+		t.Fatalf("nothing acceptable: got %d", i)
+	}
+}

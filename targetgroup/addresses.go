@@ -96,17 +96,18 @@ var adminListeners struct {
 	at    time.Time
 }
 
-// forgetAdminListeners starts over: the admin endpoint is rebuilt, perhaps
+// ForgetAdminListeners starts over: the admin endpoint is rebuilt, perhaps
 // elsewhere, at every config load, and its first request teaches the new
 // address. A port the admin endpoint gave up may serve a backend next.
-func forgetAdminListeners() {
+func ForgetAdminListeners() {
 	adminListeners.mu.Lock()
 	defer adminListeners.mu.Unlock()
 	adminListeners.ports, adminListeners.addrs = nil, nil
 }
 
-// noteAdminListener records an address the admin endpoint was reached on.
-func noteAdminListener(a net.Addr) {
+// NoteAdminListener records an address the admin endpoint was reached on;
+// the admin API calls it with the local address of every request.
+func NoteAdminListener(a net.Addr) {
 	tcp, ok := a.(*net.TCPAddr)
 	if !ok {
 		return

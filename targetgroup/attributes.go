@@ -2,8 +2,9 @@ package targetgroup
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,37 +12,34 @@ import (
 
 // Attribute keys, as AWS spells them.
 const (
-	AttrDeregistrationDelay          = "deregistration_delay.timeout_seconds"
-	AttrConnectionTermination        = "deregistration_delay.connection_termination.enabled"
-	AttrAlgorithm                    = "load_balancing.algorithm.type"
-	AttrAnomalyMitigation            = "load_balancing.algorithm.anomaly_mitigation"
-	AttrCrossZone                    = "load_balancing.cross_zone.enabled"
-	AttrSlowStart                    = "slow_start.duration_seconds"
-	AttrStickinessEnabled            = "stickiness.enabled"
-	AttrStickinessType               = "stickiness.type"
-	AttrLBCookieDuration             = "stickiness.lb_cookie.duration_seconds"
-	AttrAppCookieName                = "stickiness.app_cookie.cookie_name"
-	AttrLBCookieName                 = "stickiness.lb_cookie.cookie_name"
-	AttrAppCookieDuration            = "stickiness.app_cookie.duration_seconds"
-	AttrPreserveClientIP             = "preserve_client_ip.enabled"
-	AttrProxyProtocolV2              = "proxy_protocol_v2.enabled"
-	AttrDNSFailoverCount             = "target_group_health.dns_failover.minimum_healthy_targets.count"
-	AttrDNSFailoverPercentage        = "target_group_health.dns_failover.minimum_healthy_targets.percentage"
-	AttrRoutingFailoverCount         = "target_group_health.unhealthy_state_routing.minimum_healthy_targets.count"
-	AttrRoutingFailoverPercentage    = "target_group_health.unhealthy_state_routing.minimum_healthy_targets.percentage"
-	AttrUnhealthyConnTermination     = "target_health_state.unhealthy.connection_termination.enabled"
-	AttrUnhealthyDrainingInterval    = "target_health_state.unhealthy.draining_interval_seconds"
-	AttrLambdaMultiValueHeaders      = "lambda.multi_value_headers.enabled"
-	algorithmRoundRobin              = "round_robin"
-	algorithmLeastOutstandingRequest = "least_outstanding_requests"
-	algorithmWeightedRandom          = "weighted_random"
+	AttrDeregistrationDelay       = "deregistration_delay.timeout_seconds"
+	AttrConnectionTermination     = "deregistration_delay.connection_termination.enabled"
+	AttrAlgorithm                 = "load_balancing.algorithm.type"
+	AttrAnomalyMitigation         = "load_balancing.algorithm.anomaly_mitigation"
+	AttrCrossZone                 = "load_balancing.cross_zone.enabled"
+	AttrSlowStart                 = "slow_start.duration_seconds"
+	AttrStickinessEnabled         = "stickiness.enabled"
+	AttrStickinessType            = "stickiness.type"
+	AttrLBCookieDuration          = "stickiness.lb_cookie.duration_seconds"
+	AttrAppCookieName             = "stickiness.app_cookie.cookie_name"
+	AttrLBCookieName              = "stickiness.lb_cookie.cookie_name"
+	AttrAppCookieDuration         = "stickiness.app_cookie.duration_seconds"
+	AttrPreserveClientIP          = "preserve_client_ip.enabled"
+	AttrProxyProtocolV2           = "proxy_protocol_v2.enabled"
+	AttrDNSFailoverCount          = "target_group_health.dns_failover.minimum_healthy_targets.count"
+	AttrDNSFailoverPercentage     = "target_group_health.dns_failover.minimum_healthy_targets.percentage"
+	AttrRoutingFailoverCount      = "target_group_health.unhealthy_state_routing.minimum_healthy_targets.count"
+	AttrRoutingFailoverPercentage = "target_group_health.unhealthy_state_routing.minimum_healthy_targets.percentage"
+	AttrUnhealthyConnTermination  = "target_health_state.unhealthy.connection_termination.enabled"
+	AttrUnhealthyDrainingInterval = "target_health_state.unhealthy.draining_interval_seconds"
+	AttrLambdaMultiValueHeaders   = "lambda.multi_value_headers.enabled"
 )
 
-// Algorithms a group may use.
+// Algorithms a group may use (load_balancing.algorithm.type).
 const (
-	AlgorithmRoundRobin               = algorithmRoundRobin
-	AlgorithmLeastOutstandingRequests = algorithmLeastOutstandingRequest
-	AlgorithmWeightedRandom           = algorithmWeightedRandom
+	AlgorithmRoundRobin               = "round_robin"
+	AlgorithmLeastOutstandingRequests = "least_outstanding_requests"
+	AlgorithmWeightedRandom           = "weighted_random"
 )
 
 // family says which load balancer an attribute belongs to: ALB (HTTP and
@@ -71,13 +69,7 @@ var attrDefs = []attrDef{
 	{AttrConnectionTermination, famNLB, func(c *GroupConfig) string {
 		return strconv.FormatBool(c.Protocol == ProtocolUDP || c.Protocol == ProtocolTCPUDP)
 	}, boolean},
-	{AttrAlgorithm, famALB | famNLB, constant(algorithmRoundRobin), func(v string) error {
-		switch v {
-		case algorithmRoundRobin, algorithmLeastOutstandingRequest, algorithmWeightedRandom:
-			return nil
-		}
-		return fmt.Errorf("must be one of round_robin, least_outstanding_requests, weighted_random")
-	}},
+	{AttrAlgorithm, famALB | famNLB, constant(AlgorithmRoundRobin), oneOf(AlgorithmRoundRobin, AlgorithmLeastOutstandingRequests, AlgorithmWeightedRandom)},
 	{AttrAnomalyMitigation, famALB, constant("off"), oneOf("on", "off")},
 	{AttrCrossZone, famALB | famNLB, constant("use_load_balancer_configuration"), oneOf("true", "false", "use_load_balancer_configuration")},
 	{AttrSlowStart, famALB, constant("0"), func(v string) error {
@@ -90,10 +82,10 @@ var attrDefs = []attrDef{
 	{AttrStickinessEnabled, famALB | famNLB, constant("false"), boolean},
 	{AttrStickinessType, famALB | famNLB, func(c *GroupConfig) string {
 		if familyOf(c) == famNLB {
-			return "source_ip"
+			return StickinessSourceIP
 		}
-		return "lb_cookie"
-	}, oneOf("lb_cookie", "app_cookie", "source_ip")},
+		return StickinessLBCookie
+	}, oneOf(StickinessLBCookie, StickinessAppCookie, StickinessSourceIP)},
 	{AttrLBCookieDuration, famALB, constant("86400"), intIn(1, 604800)},
 	// Our addition: ALB's cookie is always AWSALB, which clashes when two
 	// layers of load balancers both stick (the ALB document warns of it).
@@ -189,17 +181,17 @@ func effectiveAttributes(c *GroupConfig, given map[string]string) (map[string]st
 		}
 	}
 	if c.Type == TypeALB {
-		for _, k := range sortedKeys(given) {
+		for _, k := range slices.Sorted(maps.Keys(given)) {
 			if def, ok := out[k]; !ok || strings.TrimSpace(given[k]) != def {
 				return nil, fieldErr("attributes."+k, "target groups of type alb always use the default attributes")
 			}
 		}
 	}
-	for _, k := range sortedKeys(given) {
+	for _, k := range slices.Sorted(maps.Keys(given)) {
 		v := strings.TrimSpace(given[k])
 		d, ok := attrDefFor(k)
 		if !ok {
-			return nil, fieldErr("attributes", "unknown attribute key %q; allowed keys for %s groups: %s", k, fam, strings.Join(keysOf(fam), ", "))
+			return nil, keyErr("attributes", k, "unknown attribute key %q; allowed keys for %s groups: %s", k, fam, strings.Join(keysOf(fam), ", "))
 		}
 		if d.families&fam == 0 {
 			return nil, fieldErr("attributes."+k, "not supported for %s groups; allowed keys: %s", fam, strings.Join(keysOf(fam), ", "))
@@ -249,23 +241,23 @@ func parseAttributes(c *GroupConfig, m map[string]string) (Attributes, error) {
 		LambdaMultiValueHeaders:   m[AttrLambdaMultiValueHeaders] == "true",
 	}
 	if a.Algorithm == "" {
-		a.Algorithm = algorithmRoundRobin
+		a.Algorithm = AlgorithmRoundRobin
 	}
 	fam := familyOf(c)
-	if a.Algorithm == algorithmLeastOutstandingRequest && a.SlowStart > 0 {
+	if a.Algorithm == AlgorithmLeastOutstandingRequests && a.SlowStart > 0 {
 		return a, fieldErr("attributes."+AttrAlgorithm, "least_outstanding_requests cannot be combined with slow start; set %s to 0 or use round_robin or weighted_random", AttrSlowStart)
 	}
-	if a.AnomalyMitigation && a.Algorithm != algorithmWeightedRandom {
+	if a.AnomalyMitigation && a.Algorithm != AlgorithmWeightedRandom {
 		return a, fieldErr("attributes."+AttrAnomalyMitigation, "\"on\" requires %s weighted_random", AttrAlgorithm)
 	}
 	switch {
-	case fam == famALB && a.StickinessType == "source_ip":
+	case fam == famALB && a.StickinessType == StickinessSourceIP:
 		return a, fieldErr("attributes."+AttrStickinessType, "source_ip is for TCP/TLS/UDP/TCP_UDP groups; HTTP/HTTPS groups allow lb_cookie or app_cookie")
-	case fam == famNLB && a.StickinessType != "source_ip" && a.StickinessType != "":
+	case fam == famNLB && a.StickinessType != StickinessSourceIP && a.StickinessType != "":
 		return a, fieldErr("attributes."+AttrStickinessType, "%s is for HTTP/HTTPS groups; TCP/TLS/UDP/TCP_UDP groups allow source_ip", a.StickinessType)
 	}
-	if a.StickinessEnabled && a.StickinessType == "app_cookie" && a.AppCookieName == "" {
-		return a, fieldErr("attributes."+AttrAppCookieName, "required when stickiness.type is app_cookie")
+	if a.StickinessEnabled && a.StickinessType == StickinessAppCookie && a.AppCookieName == "" {
+		return a, &ValidationError{Field: "attributes." + AttrAppCookieName, Cause: "attributes." + AttrStickinessType, Message: "required when stickiness.type is app_cookie"}
 	}
 	if fam == famNLB && !a.PreserveClientIP && (c.Protocol == ProtocolUDP || c.Protocol == ProtocolTCPUDP) {
 		return a, fieldErr("attributes."+AttrPreserveClientIP, "client IP preservation can't be disabled for UDP and TCP_UDP groups")
@@ -349,13 +341,4 @@ func checkCookieName(v string) error {
 		return fmt.Errorf("must be a valid cookie name of at most 256 characters")
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

@@ -1,18 +1,16 @@
-package targetgroup
+package targetgroup_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/certmagic"
-	"go.uber.org/zap"
+	"github.com/caddy-targetgroup/caddy-targetgroup/targetgroup"
+	"github.com/caddy-targetgroup/caddy-targetgroup/targetgroup/adminapi"
 )
 
 // Scale benchmarks of the admin API and the registry: 10,000 targets in one
@@ -21,41 +19,18 @@ import (
 //
 //	go test ./targetgroup -run '^$' -bench . -benchtime 3x
 
-const scaleTargets = 10000
+const scaleTargets = targetgroup.ScaleTargets
 
 // scaleTarget is the i-th of 10,000 distinct private addresses on port 80.
-func scaleTarget(i int) TargetConfig {
-	return TargetConfig{ID: fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff), Port: 80}
-}
-
-// scaleRegistry is a registry with one API group "web" (health checks every
-// 30s, not started) whose quota admits the 10,000 targets; with storage, its
-// records go to a file system storage in a temporary directory, as Caddy's
-// default storage would.
-func scaleRegistry(tb testing.TB, storage bool) (*Registry, *Group) {
-	tb.Helper()
-	r := newRegistry(zap.NewNop())
-	limits := Limits{MaxTargetsPerGroup: 2 * scaleTargets}.withDefaults()
-	r.limits.Store(&limits)
-	if storage {
-		var st certmagic.Storage = &certmagic.FileStorage{Path: tb.TempDir()}
-		r.store.Store(&st)
-	}
-	spec, err := NewSpec(&GroupConfig{Port: 80, HealthCheck: &HealthCheckConfig{Path: "/health"}}, r.Allowed())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	g := newGroup(r, "web", spec, SourceAPI)
-	m := map[string]*Group{"web": g}
-	r.groups.Store(&m)
-	return r, g
+func scaleTarget(i int) targetgroup.TargetConfig {
+	return targetgroup.TargetConfig{ID: fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff), Port: 80}
 }
 
 // batches splits the 10,000 targets into RegisterTargets calls of size n.
-func batches(n int) [][]TargetConfig {
-	var out [][]TargetConfig
+func batches(n int) [][]targetgroup.TargetConfig {
+	var out [][]targetgroup.TargetConfig
 	for lo := 0; lo < scaleTargets; lo += n {
-		batch := make([]TargetConfig, 0, n)
+		batch := make([]targetgroup.TargetConfig, 0, n)
 		for i := lo; i < min(lo+n, scaleTargets); i++ {
 			batch = append(batch, scaleTarget(i))
 		}
@@ -64,37 +39,11 @@ func batches(n int) [][]TargetConfig {
 	return out
 }
 
-// serveAdmin sends one request to the admin API handler of the registry.
-func serveAdmin(tb testing.TB, r *Registry, method, path string, body []byte) *httptest.ResponseRecorder {
-	current.Store(r)
-	defer current.CompareAndSwap(r, nil)
-	req := httptest.NewRequest(method, path, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	w := httptest.NewRecorder()
-	if err := new(AdminAPI).serve(w, req); err != nil {
-		tb.Fatal(err)
-	}
-	return w
-}
-
-// markHealthy puts every registered target in service, as passed health
-// checks would, so that the snapshot (the request path's view) holds them.
-func markHealthy(g *Group) {
-	g.lock()
-	for _, t := range g.targets {
-		t.threshold.Observe(true, 1, 1)
-		g.setState(t, StateHealthy, "", "")
-	}
-	g.publish()
-	g.pending = nil // nobody listens; don't queue 20,000 events
-	g.unlock()
-}
-
 // BenchmarkRegisterTargets registers 10,000 targets into an empty group in
 // batches; one op is all 10,000. "registry" calls Registry.RegisterTargets
 // without storage; "api" posts JSON bodies to the admin handler with a file
 // system storage, which is what a registration costs through Caddy's admin
-// endpoint (each answer describes every target of the group).
+// endpoint (each answer describes the targets of its call).
 func BenchmarkRegisterTargets(b *testing.B) {
 	for _, path := range []string{"registry", "api"} {
 		for _, size := range []int{100, 1000} {
@@ -102,12 +51,12 @@ func BenchmarkRegisterTargets(b *testing.B) {
 				bs := batches(size)
 				bodies := make([][]byte, len(bs))
 				for i, batch := range bs {
-					bodies[i], _ = json.Marshal(TargetsRequest{Targets: batch})
+					bodies[i], _ = json.Marshal(adminapi.TargetsRequest{Targets: batch})
 				}
 				var total time.Duration
 				for b.Loop() {
 					b.StopTimer()
-					r, g := scaleRegistry(b, path == "api")
+					r, g := targetgroup.ScaleRegistry(b, path == "api")
 					b.StartTimer()
 					start := time.Now()
 					for i := range bs {
@@ -140,14 +89,14 @@ func BenchmarkRegisterTargets(b *testing.B) {
 // targets: "registry" builds the descriptions, "api" answers
 // GET /target-groups/web/targets (JSON included).
 func BenchmarkDescribeTargetHealth(b *testing.B) {
-	r, g := scaleRegistry(b, false)
+	r, g := targetgroup.ScaleRegistry(b, false)
 	defer r.Destruct()
 	for _, batch := range batches(1000) {
 		if _, err := r.RegisterTargets("web", batch); err != nil {
 			b.Fatal(err)
 		}
 	}
-	markHealthy(g)
+	targetgroup.MarkHealthy(g)
 	b.Run("registry", func(b *testing.B) {
 		for b.Loop() {
 			if d := g.DescribeTargetHealth(); len(d) != scaleTargets {
@@ -176,7 +125,7 @@ func BenchmarkMemoryPerTarget(b *testing.B) {
 	var registered, healthy float64
 	for b.Loop() {
 		b.StopTimer()
-		r, g := scaleRegistry(b, false)
+		r, g := targetgroup.ScaleRegistry(b, false)
 		bs := batches(1000)
 		before := liveHeap()
 		b.StartTimer()
@@ -187,7 +136,7 @@ func BenchmarkMemoryPerTarget(b *testing.B) {
 		}
 		b.StopTimer()
 		afterRegister := liveHeap()
-		markHealthy(g)
+		targetgroup.MarkHealthy(g)
 		afterHealthy := liveHeap()
 		if s := g.Snapshot(); len(s.Routable) != scaleTargets {
 			b.Fatalf("%d routable", len(s.Routable))
@@ -214,28 +163,28 @@ func liveHeap() int64 {
 // TestScaleSmoke keeps the benchmarks' set-up honest in ordinary test runs:
 // a few hundred targets through the same paths.
 func TestScaleSmoke(t *testing.T) {
-	r, g := scaleRegistry(t, true)
+	r, g := targetgroup.ScaleRegistry(t, true)
 	defer r.Destruct()
 	for i := range 3 {
-		var batch []TargetConfig
+		var batch []targetgroup.TargetConfig
 		for j := range 100 {
 			batch = append(batch, scaleTarget(i*100+j))
 		}
-		body, _ := json.Marshal(TargetsRequest{Targets: batch})
+		body, _ := json.Marshal(adminapi.TargetsRequest{Targets: batch})
 		if w := serveAdmin(t, r, http.MethodPost, "/target-groups/web/targets", body); w.Code != http.StatusOK {
 			t.Fatalf("status %d: %s", w.Code, w.Body.Bytes())
 		}
 	}
-	markHealthy(g)
+	targetgroup.MarkHealthy(g)
 	var out struct {
-		Targets []TargetHealthDescription `json:"targets"`
+		Targets []targetgroup.TargetHealthDescription `json:"targets"`
 	}
 	w := serveAdmin(t, r, http.MethodGet, "/target-groups/web/targets", nil)
 	if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil || len(out.Targets) != 300 {
 		t.Fatalf("describe: %v, %d targets", err, len(out.Targets))
 	}
 	for _, d := range out.Targets {
-		if d.TargetHealth.State != StateHealthy {
+		if d.TargetHealth.State != targetgroup.StateHealthy {
 			t.Fatalf("%s:%s is %s", d.Target.ID, strconv.Itoa(d.Target.Port), d.TargetHealth.State)
 		}
 	}

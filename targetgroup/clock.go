@@ -1,17 +1,13 @@
 package targetgroup
 
-import "time"
+import "github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
 
-// clock is time as the registry sees it; tests inject a manual one so that
-// drain timers and timestamps are exercised without sleeping.
-type clock interface {
-	Now() time.Time
-	AfterFunc(d time.Duration, f func()) stopper
-}
+// clock is time as the registry sees it: timestamps, drain timers, the
+// health-check scheduler and the background loops all read the same one,
+// so that a test that injects a manual clock exercises them without
+// sleeping. It is the scheduler's own clock type, so that one value serves
+// both.
+type clock = healthcheck.Clock
 
+// stopper is a pending timer a target holds, to cancel it.
 type stopper interface{ Stop() bool }
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                              { return time.Now() }
-func (realClock) AfterFunc(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }

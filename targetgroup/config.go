@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +17,7 @@ import (
 // GroupConfig is a target group as the config and the admin API describe it.
 // The same JSON is accepted in `apps.target_groups.groups.<name>` and in the
 // body of `POST /target-groups/`. Empty fields take the defaults of the AWS
-// documents (they depend on the protocol and the target type); Normalize
+// documents (they depend on the protocol and the target type); NewSpec
 // fills them in.
 type GroupConfig struct {
 	// How targets are named: `ip` (an IP literal, default), `instance` (a DNS
@@ -121,6 +123,22 @@ type TargetConfig struct {
 	// The target's share under weighted_random, 1–1000 (default 1: equal).
 	// Our addition; AWS weighs target groups, not targets.
 	Weight int `json:"weight,omitempty"`
+}
+
+// Key returns the registry key of a target.
+func (t TargetConfig) Key() TargetKey { return TargetKey{ID: t.ID, Port: t.Port} }
+
+// TargetKey identifies a target within a group, as AWS does: (id, port).
+type TargetKey struct {
+	ID   string
+	Port int
+}
+
+func (k TargetKey) String() string {
+	if k.Port == 0 {
+		return k.ID
+	}
+	return net.JoinHostPort(k.ID, strconv.Itoa(k.Port))
 }
 
 // TrafficPort is the health check port meaning "each target's own port".
@@ -239,21 +257,10 @@ func (c *GroupConfig) Clone() *GroupConfig {
 		}
 		out.HealthCheck = &hc
 	}
-	out.Attributes = cloneMap(c.Attributes)
-	out.Tags = cloneMap(c.Tags)
+	out.Attributes = maps.Clone(c.Attributes)
+	out.Tags = maps.Clone(c.Tags)
 	out.Targets = slices.Clone(c.Targets)
 	return &out
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // upper normalises enum spellings so that "http" and "HTTP" are the same.

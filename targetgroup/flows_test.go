@@ -76,8 +76,9 @@ func tick() {
 }
 
 func TestFlowsEvictLeastRecentlyActive(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{Protocol: ProtocolUDP, Port: 53})
-	setFlowCap(r, 3)
+	l := newLifecycle(t, &GroupConfig{Protocol: ProtocolUDP, Port: 53})
+	g := l.g
+	setFlowCap(l.reg, 3)
 	var log closeLog
 	flows := map[string]*Flow{}
 	add := func(name string) {
@@ -111,8 +112,9 @@ func TestFlowsEvictLeastRecentlyActive(t *testing.T) {
 }
 
 func TestFlowsCapChanges(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{Protocol: ProtocolUDP, Port: 53})
-	setFlowCap(r, 5)
+	l := newLifecycle(t, &GroupConfig{Protocol: ProtocolUDP, Port: 53})
+	g := l.g
+	setFlowCap(l.reg, 5)
 	var log closeLog
 	for i := range 5 {
 		tick()
@@ -120,14 +122,14 @@ func TestFlowsCapChanges(t *testing.T) {
 	}
 	// A reload lowers the cap: the next admission closes the oldest
 	// flows until the new one fits.
-	setFlowCap(r, 2)
+	setFlowCap(l.reg, 2)
 	tick()
 	admit(g, "new", &log)
 	if got := log.take(); !slices.Equal(got, []string{"0", "1", "2", "3"}) || g.UDPFlows() != 2 {
 		t.Fatalf("cap lowered to 2: closed %v, %d live", got, g.UDPFlows())
 	}
 	// Raised again: room for more, nothing closed.
-	setFlowCap(r, 4)
+	setFlowCap(l.reg, 4)
 	admit(g, "x", &log)
 	admit(g, "y", &log)
 	if got := log.take(); len(got) != 0 || g.UDPFlows() != 4 {
@@ -136,8 +138,9 @@ func TestFlowsCapChanges(t *testing.T) {
 }
 
 func TestFlowsDone(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{Protocol: ProtocolUDP, Port: 53})
-	setFlowCap(r, 2)
+	l := newLifecycle(t, &GroupConfig{Protocol: ProtocolUDP, Port: 53})
+	g := l.g
+	setFlowCap(l.reg, 2)
 	var log closeLog
 	a := admit(g, "a", &log)
 	tick()
@@ -176,9 +179,10 @@ func TestFlowsDone(t *testing.T) {
 // TestFlowsConcurrent admits, touches and ends flows from many goroutines
 // at once (run with -race): the cap holds and no flow is closed twice.
 func TestFlowsConcurrent(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{Protocol: ProtocolUDP, Port: 53})
+	l := newLifecycle(t, &GroupConfig{Protocol: ProtocolUDP, Port: 53})
+	g := l.g
 	const limit = 50
-	setFlowCap(r, limit)
+	setFlowCap(l.reg, limit)
 	var log closeLog
 	var all sync.Map
 	var over atomic.Int32
@@ -237,8 +241,9 @@ func (f *slowFlow) Close() error {
 // dialed) only once the flow it replaces has ended, so that the group's
 // sockets and in_flight never exceed the cap.
 func TestFlowsAdmissionWaitsForEvicted(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{Protocol: ProtocolUDP, Port: 53})
-	setFlowCap(r, 1)
+	l := newLifecycle(t, &GroupConfig{Protocol: ProtocolUDP, Port: 53})
+	g := l.g
+	setFlowCap(l.reg, 1)
 	old := &slowFlow{}
 	old.flow.Store(g.AdmitFlow(old))
 	g.AdmitFlow(&slowFlow{}).Done()

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"sort"
 	"strings"
@@ -96,22 +94,6 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-// adminOps are the calls FuzzAdminAPI makes, each with a fuzzed body.
-var adminOps = []struct{ method, path string }{
-	{http.MethodPost, "/target-groups/"},
-	{http.MethodPost, "/target-groups/web/targets"},
-	{http.MethodPost, "/target-groups/api/targets"},
-	{http.MethodPost, "/target-groups/web/targets/deregister"},
-	{http.MethodPost, "/target-groups/api/targets/deregister"},
-	{http.MethodPatch, "/target-groups/api"},
-	{http.MethodPatch, "/target-groups/web"},
-	{http.MethodPatch, "/target-groups/api/attributes"},
-	{http.MethodPatch, "/target-groups/web/attributes"},
-	{http.MethodDelete, "/target-groups/api"},
-	{http.MethodGet, "/target-groups/web/targets"},
-	{http.MethodGet, "/target-groups/"},
-}
-
 // adminFixture is a registry with a config group "web" (a config target on
 // port 1 and an API target on port 2) and an API group "api" (created with a
 // client token, one target), on a clock that never fires, so that drain
@@ -163,97 +145,5 @@ func fingerprint(t *testing.T, r *Registry) string {
 	sort.Strings(tokens)
 	b.WriteString(strings.Join(tokens, ","))
 	fmt.Fprintf(&b, "|jobs=%d", r.sched.Len())
-	return b.String()
-}
-
-// FuzzAdminAPI sends fuzzed bodies (and target filters) to the admin
-// handler. Nothing may panic or answer 500; every answer is the JSON the
-// contract describes; a rejected call (any status but 200) changes nothing.
-func FuzzAdminAPI(f *testing.F) {
-	seeds := []struct {
-		op   uint8
-		body string
-	}{
-		{0, `{"name":"new-group","port":9101,"health_check":{"path":"/health","interval":"10s"},"targets":[{"id":"127.0.0.1"}]}`},
-		{0, `{"name":"api","client_token":"tok-1","port":9000}`},
-		{0, `{"name":"tg-bad"}`},
-		{1, `{"targets":[{"id":"127.0.0.1","port":9001,"availability_zone":"a"},{"id":"127.0.0.1","port":9002}]}`},
-		{1, `{"targets":[{"id":"127.0.0.1","port":9001},{"id":"8.8.8.8","port":9002}]}`},
-		{2, `{"targets":[{"id":"10.0.0.2","weight":1000}]}`},
-		{3, `{"targets":[{"id":"127.0.0.1","port":1}]}`},
-		{3, `{"targets":[{"id":"127.0.0.1","port":2}]}`},
-		{4, `{"targets":[{"id":"10.0.0.1"}]}`},
-		{5, `{"health_check":{"healthy_threshold":3,"matcher":{"http_code":"200-299"}}}`},
-		{5, `{"health_check":{"interval":"1s"}}`},
-		{6, `{"health_check":{"healthy_threshold":3}}`},
-		{7, `{"attributes":{"deregistration_delay.timeout_seconds":"30","load_balancing.algorithm.type":"least_outstanding_requests"}}`},
-		{7, `{"attributes":{"slow_start.duration_seconds":"30","load_balancing.algorithm.type":"least_outstanding_requests"}}`},
-		{8, `{"attributes":{"deregistration_delay.timeout_seconds":"30"}}`},
-		{9, ``},
-		{10, `127.0.0.1:1`},
-		{10, `127.0.0.1:99999`},
-		{11, ``},
-		{1, `{"targets":[]}`},
-		{1, `{"targets":[{"id":"127.0.0.1"}]} {}`},
-		{1, `{"targets":[{"id":"127.0.0.1","colour":"blue"}]}`},
-	}
-	for _, s := range seeds {
-		f.Add(s.op, []byte(s.body))
-	}
-	f.Fuzz(func(t *testing.T, op uint8, body []byte) {
-		r := adminFixture(t)
-		defer r.Destruct()
-		current.Store(r)
-		defer current.CompareAndSwap(r, nil)
-
-		call := adminOps[int(op)%len(adminOps)]
-		before := fingerprint(t, r)
-		path := call.path
-		var rd *bytes.Reader
-		if call.method == http.MethodGet && strings.HasSuffix(path, "/targets") {
-			// The body is the DescribeTargetHealth filter instead.
-			path += "?target=" + urlEscape(string(body))
-			rd = bytes.NewReader(nil)
-		} else {
-			rd = bytes.NewReader(body)
-		}
-		req := httptest.NewRequest(call.method, path, rd)
-		w := httptest.NewRecorder()
-		if err := new(AdminAPI).serve(w, req); err != nil {
-			t.Fatalf("serve returned %v", err)
-		}
-		if w.Code == http.StatusInternalServerError {
-			t.Fatalf("%s %s %q: 500: %s", call.method, path, body, w.Body.Bytes())
-		}
-		var answer map[string]any
-		if err := json.Unmarshal(w.Body.Bytes(), &answer); err != nil && w.Code != http.StatusOK {
-			t.Fatalf("%s %s: answer is not JSON: %q", call.method, path, w.Body.Bytes())
-		}
-		if w.Code == http.StatusOK {
-			return
-		}
-		if e, ok := answer["error"].(map[string]any); !ok || e["code"] == "" || e["message"] == "" {
-			t.Fatalf("%s %s: status %d without an error object: %s", call.method, path, w.Code, w.Body.Bytes())
-		}
-		if after := fingerprint(t, r); after != before {
-			t.Fatalf("%s %s %q was rejected (%d: %s) but changed the state:\nbefore %s\nafter  %s", call.method, path, body, w.Code, w.Body.Bytes(), before, after)
-		}
-	})
-}
-
-// urlEscape percent-encodes every byte outside a small safe set.
-func urlEscape(s string) string {
-	const hex = "0123456789ABCDEF"
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == ':' || c == '-' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&15])
-	}
 	return b.String()
 }

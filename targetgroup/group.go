@@ -1,22 +1,13 @@
 package targetgroup
 
 import (
-	"cmp"
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"fmt"
-	"net/netip"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
-	"github.com/caddy-targetgroup/caddy-targetgroup/selection"
 )
 
 // Sources of a group: declared in the config, or created through the API.
@@ -57,91 +48,11 @@ type Group struct {
 	flows flowTable
 
 	snap atomic.Pointer[Snapshot]
-	// RR is the group's round-robin cursor, shared by every route that uses
-	// the group so that the spread is even across them.
-	RR atomic.Uint64
-}
-
-// Snapshot is what the request path reads: the group's spec and the targets
-// that may receive new requests right now. It is never modified once
-// published.
-type Snapshot struct {
-	Spec *Spec
-	// Routable are the targets new requests may go to, in a stable order.
-	Routable []*Target
-	// dials are their addresses ("ip:port", checked against allowed_cidrs
-	// when published).
-	dials []string
-	// FailOpen is true when too few targets are healthy and Routable holds
-	// unhealthy targets too (unhealthy_state_routing).
-	FailOpen bool
-	byDial   map[string]*Target
-	byKey    map[TargetKey]int // index in Routable
-	healthyN int               // Routable[:healthyN] are healthy
-
-	// Weights of the routable targets for weighted_random.
-	Weights *selection.Weights
-	// SlowStart is the group's slow start duration; slowSince holds, for each
-	// routable target, when it entered slow start (UnixNano, 0: not in it).
-	SlowStart    time.Duration
-	AnySlowStart bool
-	slowSince    []int64
-
-	Healthy, Unhealthy, Initial, Draining, Unavailable, Total int
-
-	// Zone is this node's zone (the app's `zone`); with CrossZone off, only
-	// targets of that zone (or of no zone, or "all") are considered, and
-	// OtherZones counts the others.
-	Zone       string
-	CrossZone  bool
-	OtherZones int
-}
-
-func (s *Snapshot) inZone(az string) bool {
-	return s.Zone == "" || az == "" || az == "all" || az == s.Zone
-}
-
-// IsHealthy reports whether routable target i is healthy (or unchecked with
-// health checks off) rather than routed to by fail-open.
-func (s *Snapshot) IsHealthy(i int) bool { return i >= 0 && i < s.healthyN }
-
-// Index finds a routable target by its (id, port); -1 when not routable.
-func (s *Snapshot) Index(k TargetKey) int {
-	if i, ok := s.byKey[k]; ok {
-		return i
-	}
-	return -1
-}
-
-// SlowStartSince reports when routable target i entered slow start, and
-// whether it is in slow start at now.
-func (s *Snapshot) SlowStartSince(i int, now time.Time) (time.Time, bool) {
-	if !s.AnySlowStart || s.slowSince[i] == 0 {
-		return time.Time{}, false
-	}
-	since := time.Unix(0, s.slowSince[i])
-	return since, now.Sub(since) < s.SlowStart
-}
-
-// Dial is the address routable target i is connected to, "ip:port": a host
-// name's resolved address, never the name, so that whatever dials it (a
-// reverse_proxy transport of the user's) connects only where the health
-// check did, inside allowed_cidrs.
-func (s *Snapshot) Dial(i int) string { return s.dials[i] }
-
-// ByDial finds a routable target by the address Dial gives for it.
-func (s *Snapshot) ByDial(dial string) *Target { return s.byDial[dial] }
-
-// NoTargetReason explains an empty Routable list to a client or a log.
-func (s *Snapshot) NoTargetReason(group string) string {
-	switch {
-	case s.Total == 0 && s.Draining == 0:
-		return fmt.Sprintf("target group %q has no registered target", group)
-	case s.Spec.Config.Type == TypeLambda:
-		return fmt.Sprintf("target group %q has lambda targets, which this version cannot invoke", group)
-	default:
-		return fmt.Sprintf("target group %q has no routable target (%d initial, %d unhealthy, %d draining)", group, s.Initial, s.Unhealthy, s.Draining)
-	}
+	// stick is the stickiness of spec, derived when the spec is installed
+	// rather than on every request.
+	stick Stickiness
+	// rr is the group's round-robin cursor, which every snapshot shares.
+	rr atomic.Uint64
 }
 
 func groupID(name string) string {
@@ -163,7 +74,7 @@ func groupID(name string) string {
 }
 
 func newGroup(r *Registry, name string, spec *Spec, source string) *Group {
-	g := &Group{reg: r, name: name, id: groupID(name), spec: spec, source: source, targets: make(map[TargetKey]*Target), tombstones: make(map[TargetKey]time.Time)}
+	g := &Group{reg: r, name: name, id: groupID(name), spec: spec, stick: stickinessOf(spec.Attributes), source: source, targets: make(map[TargetKey]*Target), tombstones: make(map[TargetKey]time.Time)}
 	g.publish()
 	return g
 }
@@ -203,123 +114,6 @@ func (g *Group) unlock() {
 	for _, e := range ev {
 		g.reg.emit(e)
 	}
-}
-
-// publish rebuilds the snapshot. Called with mu held (or before the group is shared).
-func (g *Group) publish() {
-	s := &Snapshot{Spec: g.spec, byDial: make(map[string]*Target), byKey: make(map[TargetKey]int), Zone: g.reg.Zone(), CrossZone: g.spec.CrossZone()}
-	var healthy, unhealthy []*Target
-	for _, t := range g.sortedTargets() {
-		if !s.CrossZone && !s.inZone(t.cfg.AvailabilityZone) {
-			// Without cross-zone load balancing this node routes only to its
-			// own zone's targets, and the thresholds apply to those alone.
-			s.OtherZones++
-			continue
-		}
-		switch t.state {
-		case StateUnused:
-			// Not registered, not resolvable or no longer fitting the
-			// config: no part of the group's health.
-			continue
-		case StateHealthy:
-			healthy = append(healthy, t)
-			s.Healthy++
-		case StateUnavailable:
-			healthy = append(healthy, t)
-			s.Unavailable++
-		case StateUnhealthy, StateUnhealthyDraining:
-			unhealthy = append(unhealthy, t)
-			s.Unhealthy++
-		case StateInitial:
-			s.Initial++
-		case StateDraining:
-			s.Draining++
-			continue
-		}
-		s.Total++
-	}
-	// A host name is routable only once it resolved inside allowed_cidrs.
-	unresolved := func(t *Target) bool { return t.addr.Load() == nil }
-	healthy = slices.DeleteFunc(healthy, unresolved)
-	unhealthy = slices.DeleteFunc(unhealthy, unresolved)
-	s.Routable = healthy
-	s.healthyN = len(healthy)
-	a := g.spec.Attributes
-	if s.Unavailable == 0 && len(unhealthy) > 0 {
-		// AWS: below either threshold, route to every checked target, the
-		// unhealthy ones included, rather than overload the few healthy ones.
-		below := s.Healthy < a.RoutingFailoverCount
-		if p := a.RoutingFailoverPercentage; p > 0 && s.Healthy*100 < p*s.Total {
-			below = true
-		}
-		if below {
-			s.FailOpen = true
-			s.Routable = append(append([]*Target(nil), healthy...), unhealthy...)
-		}
-	}
-	if g.spec.Config.Type == TypeLambda {
-		s.Routable = nil
-	}
-	s.SlowStart = a.SlowStart
-	s.slowSince = make([]int64, len(s.Routable))
-	s.dials = make([]string, len(s.Routable))
-	var weights []float64
-	if a.Algorithm == AlgorithmWeightedRandom {
-		weights = make([]float64, len(s.Routable))
-	}
-	for i, t := range s.Routable {
-		s.dials[i] = t.addr.Load().s
-		s.byDial[s.dials[i]] = t
-		s.byKey[t.Key()] = i
-		if !t.slowStartSince.IsZero() {
-			s.slowSince[i] = t.slowStartSince.UnixNano()
-			s.AnySlowStart = true
-		}
-		if weights != nil {
-			weights[i] = float64(max(t.cfg.Weight, 1)) * t.multiplier()
-		}
-	}
-	if a.Algorithm == AlgorithmWeightedRandom {
-		s.Weights = selection.NewWeights(weights)
-	}
-	g.snap.Store(s)
-}
-
-// sortedTargets returns the group's targets by (id, port). Called with mu
-// held; the slice is shared until the next change: read it, don't modify it.
-func (g *Group) sortedTargets() []*Target {
-	switch {
-	case len(g.order)+len(g.added) != len(g.targets):
-		order := make([]*Target, 0, len(g.targets))
-		for _, t := range g.targets {
-			order = append(order, t)
-		}
-		slices.SortFunc(order, compareTargets)
-		g.order, g.added = order, nil
-	case len(g.added) > 0:
-		slices.SortFunc(g.added, compareTargets)
-		order := make([]*Target, 0, len(g.order)+len(g.added))
-		i, j := 0, 0
-		for i < len(g.order) && j < len(g.added) {
-			if compareTargets(g.order[i], g.added[j]) <= 0 {
-				order = append(order, g.order[i])
-				i++
-			} else {
-				order = append(order, g.added[j])
-				j++
-			}
-		}
-		order = append(append(order, g.order[i:]...), g.added[j:]...)
-		g.order, g.added = order, nil
-	}
-	return g.order
-}
-
-func compareTargets(a, b *Target) int {
-	if c := strings.Compare(a.key.ID, b.key.ID); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.key.Port, b.key.Port)
 }
 
 // setState changes a target's state, logs the change once and queues its
@@ -385,7 +179,8 @@ func (t *Target) inSlowStart(now time.Time, dur time.Duration) bool {
 	return !t.slowStartSince.IsZero() && now.Sub(t.slowStartSince) < dur
 }
 
-// checkingState is the state a target starts in under the current spec.
+// initialState puts t in the state a target starts in under the current
+// spec: initial, or unavailable when health checks are off.
 func (g *Group) initialState(t *Target) {
 	t.threshold.Reset()
 	if !g.spec.HealthCheck.Enabled {
@@ -498,11 +293,29 @@ func (g *Group) finishDrain(t *Target) {
 	g.publish()
 }
 
+// reconcileConfigTargets registers the config's targets and drains config
+// targets that the config no longer lists. Called with mu held.
+func (g *Group) reconcileConfigTargets(want []TargetConfig) {
+	keep := make(map[TargetKey]bool, len(want))
+	for _, t := range want {
+		keep[t.Key()] = true
+	}
+	var gone []TargetKey
+	for k, t := range g.targets {
+		if t.owner == ownerConfig && !keep[k] && t.state != StateDraining {
+			gone = append(gone, k)
+		}
+	}
+	g.deregister(gone)
+	g.register(want, ownerConfig)
+}
+
 // setSpec installs a new validated spec, keeping every target's health.
 // Called with mu held; the caller publishes.
 func (g *Group) setSpec(s *Spec) {
 	old := g.spec
 	g.spec = s
+	g.stick = stickinessOf(s.Attributes)
 	if old.HealthCheck.Enabled == s.HealthCheck.Enabled {
 		for _, t := range g.targets {
 			if t.state != StateDraining {
@@ -529,280 +342,5 @@ func (g *Group) close() {
 		g.reg.unschedule(g, t)
 		g.stopDrain(t)
 		g.stopUnhealthyDrain(t)
-	}
-}
-
-// check runs one health check of t and applies its result. A host name is
-// resolved first, at every check, which is how a changed DNS record is
-// noticed, and only an address inside allowed_cidrs is ever probed. With
-// health checks off, a host name is still resolved on this schedule, so that
-// traffic follows its DNS record under the same rule.
-func (g *Group) check(ctx context.Context, t *Target) {
-	g.lock()
-	spec := g.spec
-	enabled := spec.HealthCheck.Enabled
-	if g.closed || g.targets[t.key] != t || t.state == StateDraining || t.misfit != "" || !enabled && !t.named() {
-		g.unlock()
-		return
-	}
-	if enabled && t.state == StateInitial && t.reason == ReasonRegistrationInProgress {
-		g.setState(t, StateInitial, ReasonInitialHealthChecking, "Initial health checks in progress")
-	}
-	g.unlock()
-
-	ip := t.ip
-	if !ip.IsValid() {
-		rctx, cancel := context.WithTimeout(ctx, spec.HealthCheck.Probe.Timeout)
-		var err error
-		ip, err = g.reg.resolve(rctx, t.key.ID, spec.Config.IPAddressType, t.key.Port)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			// Like a stopped instance to AWS: unused, and never connected to.
-			g.observe(t, spec, healthcheck.Result{}, netip.Addr{}, err)
-			return
-		}
-	}
-	if !enabled {
-		g.observe(t, spec, healthcheck.Result{}, ip, nil)
-		return
-	}
-	port := t.key.Port
-	if spec.HealthCheck.Port != 0 {
-		port = spec.HealthCheck.Port
-	}
-	probe := netip.AddrPortFrom(ip, uint16(port))
-	if err := g.reg.checkDial(probe); err != nil {
-		g.observe(t, spec, healthcheck.Result{}, netip.Addr{}, fmt.Errorf("health check of %s: %v", t.key, err))
-		return
-	}
-	network := "tcp4"
-	if spec.Config.IPAddressType == IPv6 {
-		network = "tcp6"
-	}
-	res := g.reg.prober.Probe(ctx, network, probe.String(), spec.HealthCheck.Probe)
-	if ctx.Err() != nil {
-		return // the scheduler stopped: a cancelled check says nothing about the target
-	}
-	g.observe(t, spec, res, ip, nil)
-}
-
-// observe applies one health check result to t: the threshold state machine,
-// then the state AWS would report. ip is the address the check went to;
-// invalid is set when there was none to check (a host name that does not
-// resolve inside allowed_cidrs). With health checks off, only the address
-// matters.
-func (g *Group) observe(t *Target, spec *Spec, res healthcheck.Result, ip netip.Addr, invalid error) {
-	g.lock()
-	defer g.unlock()
-	if g.closed || g.targets[t.key] != t || t.state == StateDraining || t.misfit != "" || g.spec != spec {
-		return
-	}
-	old := t.state
-	moved := false
-	defer func() {
-		if t.state != old || moved {
-			g.publish()
-		}
-	}()
-	if invalid != nil {
-		if t.named() && t.addr.Load() != nil {
-			t.addr.Store(nil)
-			moved = true
-		}
-		g.stopUnhealthyDrain(t)
-		g.setState(t, StateUnused, ReasonInvalidState, invalid.Error())
-		if old != StateUnused {
-			t.closeConns()
-		}
-		return
-	}
-	if t.named() {
-		if a := t.addr.Load(); a == nil || a.ap.Addr() != ip {
-			// Connections already open stay where they are; new ones go to
-			// the new address.
-			t.addr.Store(newDialAddr(ip, t.key.Port))
-			moved = true
-		}
-	}
-	if !spec.HealthCheck.Enabled {
-		if t.state == StateUnused {
-			g.setState(t, StateUnavailable, ReasonHealthCheckDisabled, "Health checks are disabled")
-		}
-		return
-	}
-	if t.state == StateUnused {
-		// Resolvable again: start over, as a newly registered target.
-		t.threshold.Reset()
-		g.setState(t, StateInitial, ReasonInitialHealthChecking, "Initial health checks in progress")
-	}
-	hc := spec.HealthCheck
-	t.threshold.Observe(res.Healthy, hc.HealthyThreshold, hc.UnhealthyThreshold)
-	switch t.threshold.Status {
-	case healthcheck.StatusHealthy:
-		g.stopUnhealthyDrain(t)
-		g.setState(t, StateHealthy, "", "")
-	case healthcheck.StatusUnhealthy:
-		if res.Healthy {
-			return // passes towards the healthy threshold keep the last failure's reason
-		}
-		a := spec.Attributes
-		switch {
-		case t.state == StateUnhealthyDraining:
-			t.reason, t.description = res.Reason, res.Description
-		case t.state != StateUnhealthy && !a.UnhealthyConnTermination && a.UnhealthyDrainingInterval > 0:
-			// NLB: connections to a target that turns unhealthy are kept for
-			// the draining interval before it is plain unhealthy.
-			g.setState(t, StateUnhealthyDraining, res.Reason, res.Description)
-			t.unhealthyTimer = g.reg.clock.AfterFunc(a.UnhealthyDrainingInterval, func() { g.endUnhealthyDrain(t) })
-		default:
-			g.setState(t, StateUnhealthy, res.Reason, res.Description)
-			if a.UnhealthyConnTermination {
-				t.closeConns()
-			}
-		}
-	}
-}
-
-// revalidate checks every registered target against the group's current
-// spec and allow-list after a config load: a target that no longer fits
-// (allowed_cidrs narrowed, ip_address_type or type changed, a second target
-// in a lambda or alb group) is unused and gets no traffic until a later
-// load makes it fit again, when it starts over through initial checks.
-// Called with mu held; the caller publishes.
-func (g *Group) revalidate(allowed []netip.Prefix) {
-	single := g.spec.Config.Type == TypeLambda || g.spec.Config.Type == TypeALB
-	kept := 0
-	// Config targets first: they are the ones a single-target group keeps.
-	for _, owners := range []owner{ownerConfig, ownerAPI} {
-		for _, t := range g.sortedTargets() {
-			if t.owner != owners || t.state == StateDraining {
-				continue
-			}
-			why := ""
-			if _, err := g.spec.NormalizeTarget(t.cfg, allowed); err != nil {
-				why = err.Error()
-			} else if single && kept > 0 {
-				why = fmt.Sprintf("a %s target group holds a single target", g.spec.Config.Type)
-			} else {
-				kept++
-			}
-			g.setMisfit(t, why)
-		}
-	}
-}
-
-func (g *Group) setMisfit(t *Target, why string) {
-	switch {
-	case why != "":
-		first := t.misfit == ""
-		t.misfit = why
-		g.reg.unschedule(g, t)
-		g.stopUnhealthyDrain(t)
-		g.setState(t, StateUnused, ReasonInvalidState, "Target does not fit the target group's configuration: "+why)
-		if first {
-			g.reg.logger.Warn("target no longer fits its target group's configuration; it gets no traffic",
-				zap.String("group", g.name), zap.String("target", t.key.String()), zap.String("why", why))
-			t.closeConns()
-		}
-	case t.misfit != "":
-		t.misfit = ""
-		if t.named() {
-			t.addr.Store(nil) // resolved again by its first check
-		}
-		g.initialState(t)
-		g.reg.schedule(g, t)
-	}
-}
-
-// mitigate runs anomaly mitigation over the group's live targets and
-// republishes when a multiplier changed. Only the registry's mitigation
-// loop calls it, never concurrently with itself.
-func (g *Group) mitigate(now time.Time) {
-	g.lock()
-	defer g.unlock()
-	if !g.spec.Attributes.AnomalyMitigation {
-		return
-	}
-	var ts []*Target
-	for _, t := range g.sortedTargets() {
-		if t.state != StateDraining {
-			ts = append(ts, t)
-		}
-	}
-	stats := make([]*selection.Stats, len(ts))
-	for i, t := range ts {
-		stats[i] = &t.stats
-	}
-	changed := false
-	for i, m := range selection.Mitigate(stats, now) {
-		if ts[i].mult != m {
-			ts[i].mult, changed = m, true
-		}
-	}
-	if changed {
-		g.publish()
-	}
-}
-
-// ObserveRequest feeds anomaly detection with one proxied request to t. It
-// takes no lock.
-func (g *Group) ObserveRequest(t *Target, latency time.Duration, failed bool) {
-	if t != nil && g.Spec().Attributes.AnomalyMitigation {
-		t.stats.Observe(latency, failed)
-	}
-}
-
-// ReportProxyResult feeds passive health: the outcome of one proxied request
-// to t. It takes no lock unless the target must turn unhealthy.
-func (g *Group) ReportProxyResult(t *Target, failed bool, desc string) {
-	if t == nil {
-		return
-	}
-	n := g.Spec().HealthCheck.PassiveThreshold
-	if n == 0 {
-		return
-	}
-	if !failed {
-		if t.proxyFails.Load() != 0 {
-			t.proxyFails.Store(0)
-		}
-		return
-	}
-	if t.proxyFails.Add(1) < int32(n) {
-		return
-	}
-	t.proxyFails.Store(0)
-	g.lock()
-	defer g.unlock()
-	if g.targets[t.Key()] != t || t.state != StateHealthy {
-		return
-	}
-	// Active checks must now pass healthy_threshold times to bring it back.
-	t.threshold = healthcheck.Threshold{Status: healthcheck.StatusUnhealthy}
-	g.setState(t, StateUnhealthy, ReasonFailedHealthChecks, fmt.Sprintf("%d consecutive proxied requests failed (passive health check); last: %s", n, desc))
-	if g.spec.Attributes.UnhealthyConnTermination {
-		t.closeConns()
-	}
-	g.publish()
-}
-
-func (g *Group) endUnhealthyDrain(t *Target) {
-	g.lock()
-	defer g.unlock()
-	if g.targets[t.Key()] == t && t.state == StateUnhealthyDraining {
-		t.unhealthyTimer = nil
-		g.setState(t, StateUnhealthy, t.reason, t.description)
-		t.closeConns()
-		g.publish()
-	}
-}
-
-func (g *Group) stopUnhealthyDrain(t *Target) {
-	if t.unhealthyTimer != nil {
-		t.unhealthyTimer.Stop()
-		t.unhealthyTimer = nil
 	}
 }

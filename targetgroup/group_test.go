@@ -5,20 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
-	"time"
-
-	"go.uber.org/zap"
 )
-
-func testGroup(t *testing.T, c *GroupConfig) (*Registry, *Group) {
-	t.Helper()
-	r := newRegistry(zap.NewNop())
-	t.Cleanup(func() { _ = r.Destruct() })
-	g := newGroup(r, "web", mustSpec(t, c), SourceAPI)
-	m := map[string]*Group{"web": g}
-	r.groups.Store(&m)
-	return r, g
-}
 
 func ports(ts []*Target) []int {
 	out := make([]int, len(ts))
@@ -41,10 +28,9 @@ func force(g *Group, states map[int]State) {
 }
 
 func TestSnapshotRoutesHealthyOnly(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{})
-	if _, err := r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "127.0.0.1", Port: 2}, {ID: "127.0.0.1", Port: 3}}); err != nil {
-		t.Fatal(err)
-	}
+	l := newLifecycle(t, &GroupConfig{})
+	g := l.g
+	l.register(local(1, 2, 3)...)
 	if s := g.Snapshot(); len(s.Routable) != 0 || s.Initial != 3 {
 		t.Fatalf("initial targets are routable: %v (initial %d)", ports(s.Routable), s.Initial)
 	}
@@ -59,8 +45,9 @@ func TestSnapshotRoutesHealthyOnly(t *testing.T) {
 }
 
 func TestSnapshotFailsOpen(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{})
-	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "127.0.0.1", Port: 2}, {ID: "127.0.0.1", Port: 3}})
+	l := newLifecycle(t, &GroupConfig{})
+	g := l.g
+	l.register(local(1, 2, 3)...)
 	// No healthy target: route to every checked target; initial ones stay out.
 	force(g, map[int]State{1: StateUnhealthy, 2: StateUnhealthy})
 	s := g.Snapshot()
@@ -72,8 +59,9 @@ func TestSnapshotFailsOpen(t *testing.T) {
 	}
 
 	// Percentage threshold: 1 healthy of 3 is below 50%.
-	_, g2 := testGroup(t, &GroupConfig{Attributes: map[string]string{AttrRoutingFailoverPercentage: "50"}})
-	g2.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "127.0.0.1", Port: 2}, {ID: "127.0.0.1", Port: 3}})
+	l2 := newLifecycle(t, &GroupConfig{Attributes: map[string]string{AttrRoutingFailoverPercentage: "50"}})
+	g2 := l2.g
+	l2.register(local(1, 2, 3)...)
 	force(g2, map[int]State{1: StateHealthy, 2: StateUnhealthy, 3: StateUnhealthy})
 	if s := g2.Snapshot(); !s.FailOpen || len(s.Routable) != 3 {
 		t.Fatalf("below 50%%: routable %v failopen %v", ports(s.Routable), s.FailOpen)
@@ -85,14 +73,13 @@ func TestSnapshotFailsOpen(t *testing.T) {
 }
 
 func TestDeregisterDrains(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{})
-	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "127.0.0.1", Port: 2}})
+	l := newLifecycle(t, &GroupConfig{})
+	g := l.g
+	l.register(local(1, 2)...)
 	force(g, map[int]State{1: StateHealthy, 2: StateHealthy})
 	t1 := g.Snapshot().Routable[0]
 	lease := t1.Acquire()
-	if err := r.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}}); err != nil {
-		t.Fatal(err)
-	}
+	l.deregister(local(1)...)
 	s := g.Snapshot()
 	if got := ports(s.Routable); len(got) != 1 || got[0] != 2 || s.Draining != 1 {
 		t.Fatalf("after deregistration routable %v draining %d", got, s.Draining)
@@ -106,42 +93,39 @@ func TestDeregisterDrains(t *testing.T) {
 		t.Fatalf("in flight %d after release", n)
 	}
 	// Re-registering a draining target brings it back through initial checks.
-	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.register(local(1)...)
 	if d := g.DescribeTargetHealth()[0]; d.TargetHealth.State != StateInitial {
 		t.Fatalf("re-registered target is %s", d.TargetHealth.State)
 	}
 }
 
 func TestZeroDelayDeregistrationCompletes(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{Attributes: map[string]string{AttrDeregistrationDelay: "0"}})
-	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
-	r.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
-	// The zero delay fires at once; the target leaves the group.
-	deadline := time.Now().Add(5 * time.Second)
-	for len(g.DescribeTargetHealth()) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("target still described: %+v", g.DescribeTargetHealth())
-		}
-		time.Sleep(5 * time.Millisecond)
+	l := newLifecycle(t, &GroupConfig{Attributes: map[string]string{AttrDeregistrationDelay: "0"}})
+	l.register(local(1)...)
+	l.deregister(local(1)...)
+	// The zero delay is due at once; the target leaves the group.
+	l.clock.Advance(0)
+	if d := l.g.DescribeTargetHealth(); len(d) != 0 {
+		t.Fatalf("target still described: %+v", d)
 	}
 }
 
 func TestBatchIsAllOrNothing(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{})
-	_, err := r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "8.8.8.8", Port: 2}})
-	if err == nil || len(g.DescribeTargetHealth()) != 0 {
-		t.Fatalf("err %v, targets %d", err, len(g.DescribeTargetHealth()))
+	l := newLifecycle(t, &GroupConfig{})
+	_, err := l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "8.8.8.8", Port: 2}})
+	if err == nil || len(l.g.DescribeTargetHealth()) != 0 {
+		t.Fatalf("err %v, targets %d", err, len(l.g.DescribeTargetHealth()))
 	}
-	if _, err := r.RegisterTargets("nope", []TargetConfig{{ID: "127.0.0.1"}}); err == nil {
+	if _, err := l.reg.RegisterTargets("nope", []TargetConfig{{ID: "127.0.0.1"}}); err == nil {
 		t.Fatal("unknown group accepted")
 	}
 }
 
 func TestLeasesAreExactUnderConcurrency(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{})
-	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
-	force(g, map[int]State{1: StateHealthy})
-	tg := g.Snapshot().Routable[0]
+	l := newLifecycle(t, &GroupConfig{})
+	l.register(local(1)...)
+	force(l.g, map[int]State{1: StateHealthy})
+	tg := l.g.Snapshot().Routable[0]
 	var wg sync.WaitGroup
 	for i := 0; i < 64; i++ {
 		wg.Add(1)
@@ -162,16 +146,15 @@ func TestLeasesAreExactUnderConcurrency(t *testing.T) {
 // The group keeps its (id, port) order across registrations in several
 // batches, in any order, and removals.
 func TestTargetOrderAcrossBatchesAndRemovals(t *testing.T) {
-	r, g := testGroup(t, &GroupConfig{Attributes: map[string]string{AttrDeregistrationDelay: "0"}})
+	l := newLifecycle(t, &GroupConfig{Attributes: map[string]string{AttrDeregistrationDelay: "0"}})
+	g := l.g
 	batches := [][]TargetConfig{
 		{{ID: "127.0.0.2", Port: 80}, {ID: "127.0.0.1", Port: 90}},
 		{{ID: "127.0.0.1", Port: 80}, {ID: "127.0.0.3", Port: 1}, {ID: "127.0.0.10", Port: 5}},
 		{{ID: "127.0.0.2", Port: 8}},
 	}
 	for _, b := range batches {
-		if _, err := r.RegisterTargets("web", b); err != nil {
-			t.Fatal(err)
-		}
+		l.register(b...)
 	}
 	order := func() []string {
 		var out []string
@@ -186,16 +169,13 @@ func TestTargetOrderAcrossBatchesAndRemovals(t *testing.T) {
 	}
 	// Asking for some targets leaves the group's order alone.
 	g.DescribeTargetHealth(TargetKey{ID: "127.0.0.3", Port: 1}, TargetKey{ID: "127.0.0.1", Port: 80})
-	r.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.10", Port: 5}})
+	l.deregister(TargetConfig{ID: "127.0.0.10", Port: 5})
+	l.clock.Advance(0) // the zero delay ends: the target leaves
 	want = slices.DeleteFunc(want, func(s string) bool { return s == "127.0.0.10:5" })
-	deadline := time.Now().Add(5 * time.Second)
-	for !slices.Equal(order(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("order %v, want %v", order(), want)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if got := order(); !slices.Equal(got, want) {
+		t.Fatalf("order %v, want %v", got, want)
 	}
-	r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.0", Port: 1}})
+	l.register(TargetConfig{ID: "127.0.0.0", Port: 1})
 	if got := order(); !slices.Equal(got, append([]string{"127.0.0.0:1"}, want...)) {
 		t.Fatalf("after another registration: %v", got)
 	}

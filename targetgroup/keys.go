@@ -1,9 +1,6 @@
 package targetgroup
 
 import (
-	"context"
-	"errors"
-	"io/fs"
 	"time"
 
 	"go.uber.org/zap"
@@ -33,43 +30,33 @@ func (r *Registry) rotateKeys() error {
 	r.keyMu.Lock()
 	defer r.keyMu.Unlock()
 	now := r.clock.Now()
-	st := r.storage()
 	var keys []selection.Key
-	if st != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := st.Lock(ctx, keysKey); err != nil {
-			return err
-		}
-		defer func() { _ = st.Unlock(context.Background(), keysKey) }()
-		raw, err := st.Load(ctx, keysKey)
-		switch {
-		case err == nil:
-			if keys, err = selection.UnmarshalKeys(raw); err != nil {
-				r.logger.Error("replacing unreadable sticky cookie keys", zap.Error(err))
-				keys = nil
-			}
-		case !errors.Is(err, fs.ErrNotExist):
-			return err
-		}
+	var changed bool
+	var err error
+	if st := r.storage(); st == nil {
+		keys, _, err = selection.Rotate(r.memKeys, now, keyRotation, keyLifetime)
 	} else {
-		keys = r.memKeys
+		err = r.readModifyWrite(st, keysKey, func(stored []byte, found bool) ([]byte, error) {
+			var prev []selection.Key
+			if found {
+				var bad error
+				if prev, bad = selection.UnmarshalKeys(stored); bad != nil {
+					r.logger.Error("replacing unreadable sticky cookie keys", zap.Error(bad))
+					prev = nil
+				}
+			}
+			var err error
+			if keys, changed, err = selection.Rotate(prev, now, keyRotation, keyLifetime); err != nil || !changed {
+				return nil, err
+			}
+			return selection.MarshalKeys(keys)
+		})
+		if err == nil && changed {
+			r.logger.Info("rotated sticky cookie keys", zap.Int("keys", len(keys)))
+		}
 	}
-	keys, changed, err := selection.Rotate(keys, now, keyRotation, keyLifetime)
 	if err != nil {
 		return err
-	}
-	if changed && st != nil {
-		raw, err := selection.MarshalKeys(keys)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := st.Store(ctx, keysKey, raw); err != nil {
-			return err
-		}
-		r.logger.Info("rotated sticky cookie keys", zap.Int("keys", len(keys)))
 	}
 	kr, err := selection.NewKeyring(keys)
 	if err != nil {

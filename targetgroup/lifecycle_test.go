@@ -3,144 +3,18 @@ package targetgroup
 import (
 	"errors"
 	"net/netip"
-	"sort"
-	"sync"
 	"testing"
 	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
 )
 
-// fakeClock fires timers only when the test advances it.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	at      time.Time
-	f       func()
-	stopped bool
-	clock   *fakeClock
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) stopper {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{at: c.now.Add(d), f: f, clock: c}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.clock.mu.Lock()
-	defer t.clock.mu.Unlock()
-	was := !t.stopped
-	t.stopped = true
-	return was
-}
-
-// Advance moves time forward and runs the timers that fall due, in order.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due []*fakeTimer
-	rest := c.timers[:0]
-	for _, t := range c.timers {
-		if !t.stopped && !t.at.After(c.now) {
-			t.stopped = true
-			due = append(due, t)
-		} else if !t.stopped {
-			rest = append(rest, t)
-		}
-	}
-	c.timers = rest
-	c.mu.Unlock()
-	sort.Slice(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
-	for _, t := range due {
-		t.f()
-	}
-}
-
-type lifecycle struct {
-	t      *testing.T
-	clock  *fakeClock
-	reg    *Registry
-	g      *Group
-	mu     sync.Mutex
-	events []string
-}
-
-func newLifecycle(t *testing.T, c *GroupConfig) *lifecycle {
-	t.Helper()
-	l := &lifecycle{t: t, clock: &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
-	l.reg = newRegistry(zap.NewNop())
-	l.reg.clock = l.clock
-	l.reg.observe = func(name string, data map[string]any) {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if name == "target_state_changed" {
-			name += ":" + data["old"].(string) + "->" + data["new"].(string)
-		}
-		l.events = append(l.events, name)
-	}
-	t.Cleanup(func() { _ = l.reg.Destruct() })
-	l.g = newGroup(l.reg, "web", mustSpec(t, c), SourceAPI)
-	m := map[string]*Group{"web": l.g}
-	l.reg.groups.Store(&m)
-	return l
-}
-
-func (l *lifecycle) target(port int) *Target {
-	l.g.mu.Lock()
-	defer l.g.mu.Unlock()
-	return l.g.targets[TargetKey{"127.0.0.1", port}]
-}
-
-func (l *lifecycle) state(port int) (State, string) {
-	l.t.Helper()
-	d := l.g.DescribeTargetHealth(TargetKey{"127.0.0.1", port})[0].TargetHealth
-	return d.State, d.Reason
-}
-
-func (l *lifecycle) expect(port int, state State, reason string) {
-	l.t.Helper()
-	if s, r := l.state(port); s != state || r != reason {
-		l.t.Fatalf("target %d is %s (%s), want %s (%s)", port, s, r, state, reason)
-	}
-}
-
-func (l *lifecycle) check(port int, pass bool) {
-	res := healthcheck.Result{Healthy: pass}
-	if !pass {
-		res.Reason, res.Description = ReasonResponseCodeMismatch, "Health checks failed with these codes: [503]"
-	}
-	l.g.observe(l.target(port), l.g.Spec(), res, l.target(port).ip, nil)
-}
-
-func (l *lifecycle) hasEvent(name string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, e := range l.events {
-		if e == name {
-			return true
-		}
-	}
-	return false
-}
+// The life of a target: health states and their events, draining,
+// re-registration, unhealthy draining, slow start.
 
 func TestHealthStateMachine(t *testing.T) {
 	l := newLifecycle(t, &GroupConfig{})
-	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.register(local(1)...)
 	l.expect(1, StateInitial, ReasonRegistrationInProgress)
 
 	// First pass: healthy at once, whatever the healthy threshold (5).
@@ -174,14 +48,12 @@ func TestHealthStateMachine(t *testing.T) {
 
 func TestDrainingLifecycle(t *testing.T) {
 	l := newLifecycle(t, &GroupConfig{Attributes: map[string]string{AttrDeregistrationDelay: "30"}})
-	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}, {ID: "127.0.0.1", Port: 2}})
+	l.register(local(1, 2)...)
 	l.check(1, true)
 	l.check(2, true)
 	lease := l.target(1).Acquire()
 
-	if err := l.reg.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}}); err != nil {
-		t.Fatal(err)
-	}
+	l.deregister(local(1)...)
 	l.expect(1, StateDraining, ReasonDeregistrationInProgress)
 	if r := l.g.Snapshot().Routable; len(r) != 1 || r[0].cfg.Port != 2 {
 		t.Fatal("a draining target is still routable")
@@ -211,8 +83,8 @@ func TestDrainingLifecycle(t *testing.T) {
 
 func TestDrainingWithNothingInFlightIsDrainedAtOnce(t *testing.T) {
 	l := newLifecycle(t, &GroupConfig{})
-	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
-	l.reg.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.register(local(1)...)
+	l.deregister(local(1)...)
 	if !l.hasEvent("drained") {
 		t.Fatal("no drained event")
 	}
@@ -223,11 +95,11 @@ func TestDrainingWithNothingInFlightIsDrainedAtOnce(t *testing.T) {
 
 func TestReRegisterWhileDraining(t *testing.T) {
 	l := newLifecycle(t, &GroupConfig{})
-	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.register(local(1)...)
 	l.check(1, true)
-	l.reg.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.deregister(local(1)...)
 	l.clock.Advance(100 * time.Second)
-	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.register(local(1)...)
 	l.expect(1, StateInitial, ReasonRegistrationInProgress)
 	// The old drain timer must not remove the revived target.
 	l.clock.Advance(300 * time.Second)
@@ -240,7 +112,7 @@ func TestUnhealthyDrainingInterval(t *testing.T) {
 	l := newLifecycle(t, &GroupConfig{Protocol: "TCP", Port: 5432, Attributes: map[string]string{
 		AttrUnhealthyConnTermination: "false", AttrUnhealthyDrainingInterval: "60",
 	}})
-	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.register(local(1)...)
 	l.check(1, true)
 	l.check(1, false)
 	l.check(1, false)
@@ -253,7 +125,7 @@ func TestUnhealthyDrainingInterval(t *testing.T) {
 
 func TestUnresolvableTargetIsUnused(t *testing.T) {
 	l := newLifecycle(t, &GroupConfig{})
-	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.register(local(1)...)
 	l.check(1, true)
 	l.g.observe(l.target(1), l.g.Spec(), healthcheck.Result{}, netip.Addr{}, errors.New("target host name x does not resolve"))
 	l.expect(1, StateUnused, ReasonInvalidState)
@@ -267,7 +139,7 @@ func TestUnresolvableTargetIsUnused(t *testing.T) {
 func TestDisabledHealthChecks(t *testing.T) {
 	off := false
 	l := newLifecycle(t, &GroupConfig{HealthCheck: &HealthCheckConfig{Enabled: &off}})
-	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
+	l.register(local(1)...)
 	l.expect(1, StateUnavailable, ReasonHealthCheckDisabled)
 	if len(l.g.Snapshot().Routable) != 1 {
 		t.Fatal("with health checks disabled every target gets traffic")
@@ -281,15 +153,7 @@ func (l *lifecycle) slowRemaining(port int) int {
 
 func TestSlowStartRules(t *testing.T) {
 	l := newLifecycle(t, &GroupConfig{Attributes: map[string]string{AttrSlowStart: "60"}})
-	reg := func(ports ...int) {
-		var ts []TargetConfig
-		for _, p := range ports {
-			ts = append(ts, TargetConfig{ID: "127.0.0.1", Port: p})
-		}
-		if _, err := l.reg.RegisterTargets("web", ts); err != nil {
-			t.Fatal(err)
-		}
-	}
+	reg := func(ports ...int) { l.register(local(ports...)...) }
 	// Targets registered in one call into an empty group don't slow start.
 	reg(1, 2)
 	l.check(1, true)
@@ -331,15 +195,15 @@ func TestSlowStartRules(t *testing.T) {
 	if l.slowRemaining(4) == 0 {
 		t.Fatal("target 4 did not slow start")
 	}
-	l.reg.DeregisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 4}})
+	l.deregister(local(4)...)
 	if l.slowRemaining(4) != 0 {
 		t.Fatal("a draining target is still in slow start")
 	}
 	// A target becoming healthy while every other healthy one is in slow
 	// start does not enter it.
 	l2 := newLifecycle(t, &GroupConfig{Attributes: map[string]string{AttrSlowStart: "60"}})
-	l2.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
-	l2.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 2}})
+	l2.register(local(1)...)
+	l2.register(local(2)...)
 	l2.check(2, true) // healthy first, alone: nothing steady beside it
 	if l2.slowRemaining(2) != 0 {
 		t.Fatal("a lone healthy target entered slow start")
@@ -348,8 +212,8 @@ func TestSlowStartRules(t *testing.T) {
 
 func TestEnablingSlowStartLeavesHealthyTargetsAlone(t *testing.T) {
 	l := newLifecycle(t, &GroupConfig{})
-	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 1}})
-	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 2}})
+	l.register(local(1)...)
+	l.register(local(2)...)
 	l.check(1, true)
 	l.check(2, true)
 	if err := l.reg.ModifyAttributes("web", map[string]string{AttrSlowStart: "30"}); err != nil {
@@ -358,7 +222,7 @@ func TestEnablingSlowStartLeavesHealthyTargetsAlone(t *testing.T) {
 	if l.slowRemaining(1) != 0 || l.slowRemaining(2) != 0 {
 		t.Fatal("healthy targets entered slow start when it was enabled")
 	}
-	l.reg.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 3}})
+	l.register(local(3)...)
 	l.check(3, true)
 	if l.slowRemaining(3) != 30 {
 		t.Fatalf("new target: %d s of slow start, want 30", l.slowRemaining(3))

@@ -1,9 +1,6 @@
 package targetgroup
 
 import (
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +23,7 @@ func TestDrainingTargetsCountTowardTheQuota(t *testing.T) {
 	must(t, l.reg.DeregisterTargets("web", batch(0)))
 	for cycle := 1; cycle < 5; cycle++ {
 		_, err := l.reg.RegisterTargets("web", batch(cycle))
-		expectAPIError(t, "registering past the quota", err, http.StatusBadRequest, CodeQuotaExceeded)
+		expectRefusal(t, "registering past the quota", err, KindQuota)
 		if msg := err.Error(); !strings.Contains(msg, "draining") || !strings.Contains(msg, "max_targets_per_group is 10") {
 			t.Fatalf("the quota error does not say draining targets count: %v", err)
 		}
@@ -79,7 +76,7 @@ func TestConfigTargetsKeepTheirZoneAndWeight(t *testing.T) {
 		{TargetConfig{ID: "127.0.0.1", Port: 2, AvailabilityZone: "c"}, "availability_zone"},
 	} {
 		_, err := r.RegisterTargets("web", []TargetConfig{{ID: "127.0.0.1", Port: 3}, c.target})
-		expectAPIError(t, "changing "+c.field, err, http.StatusConflict, CodeNotPermitted)
+		expectRefusal(t, "changing "+c.field, err, KindNotPermitted)
 		if msg := err.Error(); !strings.Contains(msg, "targets[1]."+c.field) || !strings.Contains(msg, c.target.Key().String()) {
 			t.Fatalf("the refusal does not name the target and the field %s: %v", c.field, err)
 		}
@@ -93,121 +90,4 @@ func TestConfigTargetsKeepTheirZoneAndWeight(t *testing.T) {
 	if d := g.DescribeTargetHealth(TargetKey{ID: "127.0.0.1", Port: 3})[0].Target; d.AvailabilityZone != "b" || d.Weight != 9 {
 		t.Fatalf("API target after re-registration: %+v", d)
 	}
-}
-
-// adminCall sends one request to the admin API of r.
-func adminCall(t *testing.T, r *Registry, method, path, body string) (int, apiErrorBody) {
-	t.Helper()
-	current.Store(r)
-	defer current.CompareAndSwap(r, nil)
-	w := httptest.NewRecorder()
-	if err := new(AdminAPI).serve(w, httptest.NewRequest(method, path, strings.NewReader(body))); err != nil {
-		t.Fatal(err)
-	}
-	var e apiErrorBody
-	_ = json.Unmarshal(w.Body.Bytes(), &e)
-	return w.Code, e
-}
-
-type apiErrorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// A key given twice in one object, at any depth, is refused naming it;
-// bodies over 1 MiB are 413, trailing data included.
-func TestAdminBodiesAreStrict(t *testing.T) {
-	r := adminFixture(t)
-	defer r.Destruct()
-	before := fingerprint(t, r)
-	for _, c := range []struct{ method, path, body, key string }{
-		{"POST", "/target-groups/", `{"name":"dup-a","name":"dup-b","port":80}`, `name`},
-		{"POST", "/target-groups/web/targets", `{"targets":[{"id":"127.0.0.1","port":7},{"id":"127.0.0.1","port":8,"port":9}]}`, `targets[1].port`},
-		{"POST", "/target-groups/web/targets", `{"targets":[{"id":"127.0.0.1","port":7}],"targets":[]}`, `targets`},
-		{"PATCH", "/target-groups/api", `{"health_check":{"path":"/a","matcher":{"http_code":"200","http_code":"500"}}}`, `health_check.matcher.http_code`},
-		{"PATCH", "/target-groups/api/attributes", `{"attributes":{"deregistration_delay.timeout_seconds":"5","deregistration_delay.timeout_seconds":"6"}}`, `attributes.deregistration_delay.timeout_seconds`},
-	} {
-		code, e := adminCall(t, r, c.method, c.path, c.body)
-		if code != http.StatusBadRequest || e.Error.Code != CodeValidation || !strings.HasPrefix(e.Error.Message, c.key+": ") {
-			t.Fatalf("%s %s %s: %d %+v, want 400 ValidationException naming %s", c.method, c.path, c.body, code, e, c.key)
-		}
-	}
-	if after := fingerprint(t, r); after != before {
-		t.Fatalf("refused bodies changed the state:\nbefore %s\nafter  %s", before, after)
-	}
-	// The same key in two objects is no duplicate.
-	if code, e := adminCall(t, r, "POST", "/target-groups/web/targets", `{"targets":[{"id":"127.0.0.1","port":7},{"id":"127.0.0.1","port":8}]}`); code != http.StatusOK {
-		t.Fatalf("two targets: %d %+v", code, e)
-	}
-	small := `{"targets":[{"id":"127.0.0.1","port":9}]}`
-	for what, body := range map[string]string{
-		"a body over 1 MiB":          `{"targets":[{"id":"127.0.0.1","port":9,"availability_zone":"` + strings.Repeat("a", maxBodyBytes) + `"}]}`,
-		"trailing spaces past 1 MiB": small + strings.Repeat(" ", maxBodyBytes),
-		"trailing data past 1 MiB":   small + strings.Repeat("{}", maxBodyBytes/2),
-	} {
-		if code, e := adminCall(t, r, "POST", "/target-groups/web/targets", body); code != http.StatusRequestEntityTooLarge || e.Error.Code != CodePayloadTooLarge {
-			t.Fatalf("%s: %d %+v, want 413 PayloadTooLarge", what, code, e)
-		}
-	}
-	if code, e := adminCall(t, r, "POST", "/target-groups/web/targets", small+` {}`); code != http.StatusBadRequest || !strings.Contains(e.Error.Message, "after the JSON object") {
-		t.Fatalf("trailing data: %d %+v", code, e)
-	}
-}
-
-// tokenDuplicate is duplicateKey's reference: the same question answered
-// with encoding/json's tokenizer (slower, but obviously right).
-func tokenDuplicate(dec *json.Decoder, depth int) (dup, deep bool) {
-	tok, err := dec.Token()
-	if err != nil {
-		return false, false
-	}
-	delim, ok := tok.(json.Delim)
-	if !ok {
-		return false, false
-	}
-	if depth >= maxBodyDepth {
-		return false, true
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		if delim == '{' {
-			tok, _ := dec.Token()
-			key, _ := tok.(string)
-			if seen[key] {
-				return true, false
-			}
-			seen[key] = true
-		}
-		if dup, deep := tokenDuplicate(dec, depth+1); dup || deep {
-			return dup, deep
-		}
-	}
-	_, _ = dec.Token()
-	return false, false
-}
-
-// FuzzDuplicateKey checks the scan against the reference on valid JSON.
-func FuzzDuplicateKey(f *testing.F) {
-	for _, s := range []string{
-		`{"a":1,"a":2}`, `{"a":{"b":1,"b":[1,2]}}`, `[{"x":"\"}","x":1}]`, `{"na\u006de":1,"name":2}`,
-		`{"":1,"":2}`, `{"a":[[[[[[1]]]]]],"b":{"c":true,"d":null,"e":-1.5e3}}`, ` {"k" : [ {} , [] ] } `,
-		`{"1":1,"2":2,"3":3,"4":4,"5":5,"6":6,"7":7,"8":8,"9":9,"10":10,"3":0}`,
-	} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if !json.Valid([]byte(s)) {
-			return
-		}
-		err := duplicateKey([]byte(s))
-		dup, deep := tokenDuplicate(json.NewDecoder(strings.NewReader(s)), 0)
-		if deep {
-			return // which of the two errors comes first may differ
-		}
-		if (err != nil) != dup {
-			t.Fatalf("%q: duplicateKey says %v, the tokenizer finds a duplicate: %v", s, err, dup)
-		}
-	})
 }

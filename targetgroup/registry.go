@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -36,17 +37,18 @@ func Current() *Registry { return current.Load() }
 
 // Registry owns every target group of the process.
 type Registry struct {
-	mu      sync.Mutex // serialises changes to the set of groups and config loads
-	groups  atomic.Pointer[map[string]*Group]
-	allowed atomic.Pointer[[]netip.Prefix]
-	events  atomic.Pointer[eventSink]
-	store   atomic.Pointer[certmagic.Storage]
-	limits  atomic.Pointer[Limits]
-	zone    atomic.Pointer[string]
-	keyring atomic.Pointer[selection.Keyring]
-	keyMu   sync.Mutex
-	memKeys []selection.Key // the ring's keys, guarded by keyMu
-	stop    chan struct{}   // closed by Destruct; ends background loops
+	mu       sync.Mutex // serialises changes to the set of groups and config loads
+	groups   atomic.Pointer[map[string]*Group]
+	allowed  atomic.Pointer[[]netip.Prefix]
+	events   atomic.Pointer[eventSink]
+	store    atomic.Pointer[certmagic.Storage]
+	limits   atomic.Pointer[Limits]
+	zone     atomic.Pointer[string]
+	keyring  atomic.Pointer[selection.Keyring]
+	keyMu    sync.Mutex
+	memKeys  []selection.Key // the ring's keys, guarded by keyMu
+	stop     chan struct{}   // closed by Destruct; ends background loops
+	stopOnce sync.Once
 
 	logger  *zap.Logger
 	sched   *healthcheck.Scheduler
@@ -55,14 +57,19 @@ type Registry struct {
 	applied *App              // the app whose config is in force
 	tokens  map[string]string // CreateTargetGroup client tokens → group name
 	// names serialises the API's changes of one group name with the
-	// writes of their records (store.go).
+	// writes of their records (change.go).
 	names nameLocks
 	// restoring holds what restore has not read from storage yet, which
-	// the API must not overwrite (store.go).
+	// the API must not overwrite (restore.go).
 	restoring restoreState
 	// observe, when set, sees every event emitted (tests).
 	observe func(name string, data map[string]any)
 	clock   clock
+	// mitigateEvery and rotateKeysEvery are the periods of the background
+	// loops (startLoops): anomaly mitigation over every group, and the
+	// re-read of the sticky cookie key ring that other nodes may have
+	// rotated.
+	mitigateEvery, rotateKeysEvery time.Duration
 	// resolver resolves host-name targets (instance, alb).
 	resolver resolver
 }
@@ -78,12 +85,20 @@ type eventSink struct {
 }
 
 func newRegistry(logger *zap.Logger) *Registry {
+	return newRegistryOn(logger, healthcheck.SystemClock{})
+}
+
+// newRegistryOn is newRegistry on the clock c.
+func newRegistryOn(logger *zap.Logger, c clock) *Registry {
 	r := &Registry{
 		logger: logger,
-		sched:  healthcheck.NewScheduler(0),
+		sched:  healthcheck.NewScheduler(0, healthcheck.WithClock(c)),
 		prober: healthcheck.NewProber(),
-		clock:  realClock{},
+		clock:  c,
 		tokens: map[string]string{},
+
+		mitigateEvery:   5 * time.Second,
+		rotateKeysEvery: time.Hour,
 
 		resolver: net.DefaultResolver,
 		stop:     make(chan struct{}),
@@ -111,10 +126,8 @@ func (r *Registry) Destruct() error {
 	for _, g := range *r.groups.Load() {
 		g.close()
 	}
-	if r.started {
-		r.sched.Stop()
-		close(r.stop)
-	}
+	r.sched.Stop()
+	r.stopOnce.Do(func() { close(r.stop) })
 	r.prober.Close()
 	return nil
 }
@@ -242,54 +255,72 @@ func (r *Registry) apply(a *App) {
 	r.groups.Store(&next)
 	r.applied = a
 	if !r.started {
-		r.sched.Start()
-		r.started = true
-		if err := r.rotateKeys(); err != nil {
-			r.logger.Error("loading sticky cookie keys; lb_cookie stickiness is off until they load", zap.Error(err))
-		}
-		// The key ring is re-read hourly to pick up keys another node wrote.
-		go r.every(time.Hour, func() {
-			if err := r.rotateKeys(); err != nil {
-				r.logger.Error("rotating sticky cookie keys", zap.Error(err))
-			}
-		})
-		go r.every(5*time.Second, func() {
-			now := r.clock.Now()
-			for _, g := range r.Groups() {
-				g.mitigate(now)
-			}
-		})
+		r.start()
 	}
 	current.Store(r)
 }
 
-// every runs f each period until the registry is destructed.
-func (r *Registry) every(period time.Duration, f func()) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.stop:
-			return
-		case <-t.C:
-			f()
-		}
-	}
+// start begins what runs for the registry's whole life: the health-check
+// scheduler and the background loops. Called once, with mu held.
+func (r *Registry) start() {
+	r.sched.Start()
+	r.started = true
+	r.startLoops()
 }
 
-// reconcileConfigTargets registers the config's targets and drains config
-// targets that the config no longer lists. Called with mu held.
-func (g *Group) reconcileConfigTargets(want []TargetConfig) {
-	keep := make(map[TargetKey]bool, len(want))
-	for _, t := range want {
-		keep[t.Key()] = true
+// startLoops reads the sticky cookie key ring, then starts the loops that
+// re-read it and that run anomaly mitigation over every group.
+func (r *Registry) startLoops() {
+	if err := r.rotateKeys(); err != nil {
+		r.logger.Error("loading sticky cookie keys; lb_cookie stickiness is off until they load", zap.Error(err))
 	}
-	var gone []TargetKey
-	for k, t := range g.targets {
-		if t.owner == ownerConfig && !keep[k] && t.state != StateDraining {
-			gone = append(gone, k)
+	r.every("sticky cookie key rotation", r.rotateKeysEvery, func() {
+		if err := r.rotateKeys(); err != nil {
+			r.logger.Error("rotating sticky cookie keys", zap.Error(err))
 		}
-	}
-	g.deregister(gone)
-	g.register(want, ownerConfig)
+	})
+	r.every("anomaly mitigation", r.mitigateEvery, func() {
+		now := r.clock.Now()
+		for _, g := range r.Groups() {
+			g.mitigate(now)
+		}
+	})
+}
+
+// every runs f each period on the registry's clock, from a goroutine of
+// its own, until the registry is destructed. A period starts when the
+// previous run ends, so runs never overlap; the first is due one period
+// after the call.
+func (r *Registry) every(what string, period time.Duration, f func()) {
+	due := make(chan struct{}, 1)
+	t := r.clock.AfterFunc(period, func() {
+		select {
+		case due <- struct{}{}:
+		default:
+		}
+	})
+	go func() {
+		defer t.Stop()
+		for {
+			select {
+			case <-r.stop:
+				return
+			case <-due:
+				r.runLogged(what, f)
+				t.Reset(period)
+			}
+		}
+	}()
+}
+
+// runLogged runs one turn of a background loop. A panic is a bug of ours:
+// it is logged with its stack, and the loop goes on at its next turn
+// rather than stop for good or take the process down.
+func (r *Registry) runLogged(what string, f func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.logger.Error(what+" panicked", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	f()
 }

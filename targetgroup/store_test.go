@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
-	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -193,11 +192,13 @@ func described(r *Registry, name string) []string {
 	return out
 }
 
-func expectAPIError(t *testing.T, what string, err error, status int, code string) {
+// expectRefusal checks that err is a refusal of the given kind (adminapi's
+// tests check the status and code each kind is answered with).
+func expectRefusal(t *testing.T, what string, err error, kind Kind) {
 	t.Helper()
-	var ae *Error
-	if !errors.As(err, &ae) || ae.Status != status || ae.Code != code {
-		t.Fatalf("%s: got %v, want %d %s", what, err, status, code)
+	var e *Error
+	if !errors.As(err, &e) || e.Kind != kind {
+		t.Fatalf("%s: got %v, want a refusal of kind %s", what, err, kind)
 	}
 }
 
@@ -256,12 +257,12 @@ func TestFailedListingIsRetriedAndWritesWait(t *testing.T) {
 	}
 	before := fingerprint(t, r2)
 	_, err := r2.RegisterTargets("web", local(5))
-	expectAPIError(t, "register", err, http.StatusServiceUnavailable, CodeStorageUnavailable)
-	expectAPIError(t, "deregister", r2.DeregisterTargets("web", local(2)), http.StatusServiceUnavailable, CodeStorageUnavailable)
+	expectRefusal(t, "register", err, KindStorageUnavailable)
+	expectRefusal(t, "deregister", r2.DeregisterTargets("web", local(2)), KindStorageUnavailable)
 	_, _, err = r2.CreateGroup(apiGroup("api", 81))
-	expectAPIError(t, "create", err, http.StatusServiceUnavailable, CodeStorageUnavailable)
+	expectRefusal(t, "create", err, KindStorageUnavailable)
 	_, _, err = r2.CreateGroup(apiGroup("fresh", 81))
-	expectAPIError(t, "create another name", err, http.StatusServiceUnavailable, CodeStorageUnavailable)
+	expectRefusal(t, "create another name", err, KindStorageUnavailable)
 	if after := fingerprint(t, r2); after != before {
 		t.Fatalf("refused writes changed the state:\nbefore %s\nafter  %s", before, after)
 	}
@@ -312,9 +313,9 @@ func TestUnreadRecordIsRetriedAndItsGroupWaits(t *testing.T) {
 	}
 	mustRegister(t, r2, "other", local(3))
 	_, err := r2.RegisterTargets("web", local(3))
-	expectAPIError(t, "register into web", err, http.StatusServiceUnavailable, CodeStorageUnavailable)
+	expectRefusal(t, "register into web", err, KindStorageUnavailable)
 	_, _, err = r2.CreateGroup(apiGroup("api", 80))
-	expectAPIError(t, "create api", err, http.StatusServiceUnavailable, CodeStorageUnavailable)
+	expectRefusal(t, "create api", err, KindStorageUnavailable)
 	if len(described(r2, "web")) != 1 {
 		t.Fatalf("a refused registration changed web: %v", described(r2, "web"))
 	}
@@ -397,7 +398,7 @@ func TestUnstorableChangeChangesNothing(t *testing.T) {
 	}
 	for what, call := range calls {
 		err := call()
-		expectAPIError(t, what, err, http.StatusServiceUnavailable, CodeStorageUnavailable)
+		expectRefusal(t, what, err, KindStorageUnavailable)
 		if !strings.Contains(err.Error(), "not changed") {
 			t.Errorf("%s: the message does not say nothing changed: %v", what, err)
 		}
@@ -423,6 +424,68 @@ func TestUnstorableChangeChangesNothing(t *testing.T) {
 	}
 	if a := r2.Group("api"); a == nil || a.Spec().Config.Attributes[AttrDeregistrationDelay] != "5" {
 		t.Fatalf("api after the restart: %v", a)
+	}
+}
+
+// holdStore blocks the first write of name's record until release is
+// closed; written is closed once the write is blocked.
+func holdStore(st *flakyStorage, name string) (written, release chan struct{}) {
+	written, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	st.setFail(func(_ context.Context, op, key string) error {
+		if op == "Store" && key == recordKey(name) {
+			once.Do(func() {
+				close(written)
+				<-release
+			})
+		}
+		return nil
+	})
+	return written, release
+}
+
+// A config load that comes in while a change's record is being written
+// does not lose to the change: the change is validated again against what
+// the load put in force before it applies, refused when it no longer fits,
+// and storage follows memory again.
+func TestChangeOvertakenByConfigLoad(t *testing.T) {
+	st := newFlakyStorage(t)
+	r := startRegistry(t, st, newTestClock(), webConfig())
+	api := mustCreate(t, r, apiGroup("api", 80))
+
+	// A load narrows allowed_cidrs while a registration is being stored.
+	written, release := holdStore(st, "web")
+	done := make(chan error, 1)
+	go func() { _, err := r.RegisterTargets("web", local(5)); done <- err }()
+	<-written
+	narrow, err := ParseCIDRs([]string{"10.0.0.0/8"})
+	must(t, err)
+	r.allowed.Store(&narrow)
+	close(release)
+	if err := <-done; !IsValidationError(err) || !strings.Contains(err.Error(), "targets[0].id") {
+		t.Fatalf("registration overtaken by a load: %v, want it refused on targets[0].id", err)
+	}
+	if got := described(r, "web"); len(got) != 1 {
+		t.Fatalf("web holds %v, want its config target only", got)
+	}
+	if rec, _ := st.record(t, "web"); len(rec.Targets) != 0 {
+		t.Fatalf("the stored record keeps the refused target: %+v", rec.Targets)
+	}
+
+	// A load takes an API group over while its attributes change.
+	written, release = holdStore(st, "api")
+	go func() { done <- r.ModifyAttributes("api", map[string]string{AttrDeregistrationDelay: "5"}) }()
+	<-written
+	api.lock()
+	api.source = SourceConfig
+	api.unlock()
+	close(release)
+	expectRefusal(t, "modifying a group the config took over", <-done, KindNotPermitted)
+	if v := api.Spec().Config.Attributes[AttrDeregistrationDelay]; v != "300" {
+		t.Fatalf("the refused change applied: deregistration delay %s", v)
+	}
+	if rec, _ := st.record(t, "api"); rec.Source != SourceConfig || rec.Config != nil {
+		t.Fatalf("the stored record is not the config's: source %s, settings %v", rec.Source, rec.Config)
 	}
 }
 

@@ -81,7 +81,8 @@ type Target struct {
 	// it (end of the deregistration delay, target turned unhealthy).
 	connMu sync.Mutex
 	conns  map[*trackedConn]struct{}
-	// onIdle runs when a draining target's last in-flight request ends.
+	// group is the target's group: its lock guards the fields below, and
+	// it hears when a draining target's last lease is released.
 	group *Group
 
 	// guarded by group.mu
@@ -102,7 +103,6 @@ type Target struct {
 	slowStartSince time.Time
 	noSlowStart    bool
 	drainTimer     stopper
-	mult           float64 // anomaly mitigation's weight multiplier; 0 means 1
 	// unhealthyTimer ends unhealthy.draining
 	unhealthyTimer stopper
 }
@@ -140,12 +140,9 @@ func newTarget(g *Group, cfg TargetConfig, o owner, now time.Time) *Target {
 // named reports whether the target is a host name, resolved at every check.
 func (t *Target) named() bool { return !t.ip.IsValid() && t.group.spec.Config.Type != TypeLambda }
 
-func (t *Target) multiplier() float64 {
-	if t.mult == 0 {
-		return 1
-	}
-	return t.mult
-}
+// multiplier is anomaly mitigation's weight multiplier, kept by the
+// target's stats. Called with the group's mutex held, as mitigate is.
+func (t *Target) multiplier() float64 { return t.stats.Multiplier() }
 
 // Key is the target's (id, port). It never changes.
 func (t *Target) Key() TargetKey { return t.key }
@@ -203,6 +200,24 @@ func (l *Lease) Release() {
 	if l == nil || !l.released.CompareAndSwap(false, true) {
 		return
 	}
+	l.release()
+}
+
+// End ends the lease of one proxied request: anomaly detection gets its
+// latency and outcome, passive health its outcome (desc says why it
+// failed), and the lease is released. Only the first End or Release of a
+// lease counts.
+func (l *Lease) End(latency time.Duration, failed bool, desc string) {
+	if l == nil || !l.released.CompareAndSwap(false, true) {
+		return
+	}
+	t := l.target
+	t.group.ObserveRequest(t, latency, failed)
+	t.group.ReportProxyResult(t, failed, desc)
+	l.release()
+}
+
+func (l *Lease) release() {
 	t := l.target
 	if t.inflight.Add(-1) == 0 && t.draining.Load() {
 		t.group.drained(t)

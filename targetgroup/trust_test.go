@@ -188,7 +188,7 @@ func TestMetadataAddressesAreRefusedByDefault(t *testing.T) {
 }
 
 func TestAdminListenerIsNoTarget(t *testing.T) {
-	noteAdminListener(&net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 42019})
+	NoteAdminListener(&net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 42019})
 	spec := mustSpec(t, &GroupConfig{Port: 80})
 	_, err := spec.NormalizeTarget(TargetConfig{ID: "127.0.0.1", Port: 42019}, mustCIDRs(t))
 	var ve *ValidationError

@@ -1,10 +1,9 @@
 package targetgroup
 
 import (
-	"errors"
-	"fmt"
-	"net"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,95 +13,9 @@ import (
 	"github.com/caddy-targetgroup/caddy-targetgroup/healthcheck"
 )
 
-// Target types.
-const (
-	TypeIP       = "ip"
-	TypeInstance = "instance"
-	TypeALB      = "alb"
-	TypeLambda   = "lambda"
-)
-
-// Protocols and protocol versions.
-const (
-	ProtocolHTTP   = "HTTP"
-	ProtocolHTTPS  = "HTTPS"
-	ProtocolTCP    = "TCP"
-	ProtocolTLS    = "TLS"
-	ProtocolUDP    = "UDP"
-	ProtocolTCPUDP = "TCP_UDP"
-
-	VersionHTTP1 = "HTTP1"
-	VersionHTTP2 = "HTTP2"
-	VersionGRPC  = "GRPC"
-
-	IPv4 = "ipv4"
-	IPv6 = "ipv6"
-)
-
-// ValidationError names the field that is wrong and what it allows. Every
-// rule of the AWS documents is checked in this file, for config and admin
-// API alike.
-type ValidationError struct {
-	Field   string
-	Message string
-}
-
-func (e *ValidationError) Error() string {
-	if e.Field == "" {
-		return e.Message
-	}
-	return e.Field + ": " + e.Message
-}
-
-func fieldErr(field, format string, args ...any) error {
-	return &ValidationError{Field: field, Message: fmt.Sprintf(format, args...)}
-}
-
-// IsValidationError reports whether err is (or wraps) a ValidationError.
-func IsValidationError(err error) bool {
-	var ve *ValidationError
-	return errors.As(err, &ve)
-}
-
-// Spec is a validated group configuration with every default filled in, and
-// the parsed values the runtime works with. A Spec is immutable.
-type Spec struct {
-	// Config is the effective configuration: what was given plus defaults,
-	// with attributes listing every key of the group's family.
-	Config      GroupConfig
-	Attributes  Attributes
-	HealthCheck HealthCheckSpec
-}
-
-// HealthCheckSpec is the resolved health check of a group.
-type HealthCheckSpec struct {
-	Enabled            bool
-	Probe              healthcheck.Spec
-	Port               int // 0: the target's own port
-	Interval           time.Duration
-	HealthyThreshold   int
-	UnhealthyThreshold int
-	// PassiveThreshold is 0 or the number of consecutive proxy errors that
-	// make a healthy target unhealthy.
-	PassiveThreshold int
-}
-
-// CrossZone reports whether a node routes to targets of every zone:
-// load_balancing.cross_zone.enabled, where use_load_balancer_configuration
-// means what the AWS load balancer does by default — on for HTTP/HTTPS
-// groups (ALB), off for layer 4 groups (NLB).
-func (s *Spec) CrossZone() bool {
-	switch s.Attributes.CrossZone {
-	case "true":
-		return true
-	case "false":
-		return false
-	}
-	return !s.Layer4()
-}
-
-// Layer4 reports whether the group proxies TCP/TLS/UDP rather than HTTP.
-func (s *Spec) Layer4() bool { return familyOf(&s.Config) == famNLB }
+// The rules of the AWS documents for a group and its targets: the group's
+// protocol and type, its health check, its tags and the target addresses.
+// Attribute rules are in attributes.go.
 
 // ValidateName checks a group name as VPC Lattice does: 3–128 characters
 // a-z, 0-9 and hyphens, no hyphen first, last or twice in a row, and not the
@@ -122,64 +35,6 @@ func ValidateName(name string) error {
 		}
 	}
 	return nil
-}
-
-// NewSpec validates a group configuration and fills in its defaults. The
-// given config is not modified. Targets are checked too, against allowed.
-func NewSpec(c *GroupConfig, allowed []netip.Prefix) (*Spec, error) {
-	cfg := c.Clone()
-	if cfg == nil {
-		cfg = &GroupConfig{}
-	}
-	if err := normalizeGroup(cfg); err != nil {
-		return nil, err
-	}
-	hc, err := normalizeHealthCheck(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := validateTags(cfg.Tags); err != nil {
-		return nil, err
-	}
-	eff, err := effectiveAttributes(cfg, cfg.Attributes)
-	if err != nil {
-		return nil, err
-	}
-	attrs, err := parseAttributes(cfg, eff)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Attributes = eff
-	s := &Spec{Config: *cfg, Attributes: attrs, HealthCheck: hc}
-	seen := make(map[TargetKey]bool, len(cfg.Targets))
-	for i := range cfg.Targets {
-		t, err := s.NormalizeTarget(cfg.Targets[i], allowed)
-		if err != nil {
-			return nil, prefixField(fmt.Sprintf("targets[%d]", i), err)
-		}
-		if seen[t.Key()] {
-			return nil, fieldErr(fmt.Sprintf("targets[%d]", i), "%s is listed twice", t.Key())
-		}
-		seen[t.Key()] = true
-		cfg.Targets[i] = t
-	}
-	if err := s.checkTargetCount(len(cfg.Targets)); err != nil {
-		return nil, err
-	}
-	s.Config.Targets = cfg.Targets
-	return s, nil
-}
-
-func prefixField(prefix string, err error) error {
-	var ve *ValidationError
-	if errors.As(err, &ve) {
-		f := prefix
-		if ve.Field != "" {
-			f += "." + ve.Field
-		}
-		return &ValidationError{Field: f, Message: ve.Message}
-	}
-	return fmt.Errorf("%s: %w", prefix, err)
 }
 
 func normalizeGroup(c *GroupConfig) error {
@@ -257,58 +112,108 @@ func normalizeGroup(c *GroupConfig) error {
 	return nil
 }
 
+// normalizeHealthCheck fills in the health check's defaults and checks it,
+// in the order its settings depend on one another: protocol and version,
+// then the path, the timing, and the matcher.
 func normalizeHealthCheck(c *GroupConfig) (HealthCheckSpec, error) {
 	if c.HealthCheck == nil {
 		c.HealthCheck = &HealthCheckConfig{}
 	}
 	hc := c.HealthCheck
-	fam := familyOf(c)
-	hc.Protocol = upper(hc.Protocol)
-	hc.ProtocolVersion = upper(hc.ProtocolVersion)
 	if hc.Enabled == nil {
 		on := c.Type != TypeLambda
 		hc.Enabled = &on
 	}
+	if err := healthCheckProtocol(c); err != nil {
+		return HealthCheckSpec{}, err
+	}
+	if err := healthCheckPath(hc); err != nil {
+		return HealthCheckSpec{}, err
+	}
+	if err := healthCheckTiming(c); err != nil {
+		return HealthCheckSpec{}, err
+	}
+	matcher, err := healthCheckMatcher(c)
+	if err != nil {
+		return HealthCheckSpec{}, err
+	}
+	hs := HealthCheckSpec{
+		Enabled:            *hc.Enabled,
+		Port:               hc.Port.Port,
+		Interval:           time.Duration(hc.Interval),
+		HealthyThreshold:   hc.HealthyThreshold,
+		UnhealthyThreshold: hc.UnhealthyThreshold,
+		PassiveThreshold:   hc.PassiveUnhealthyThreshold,
+		Probe: healthcheck.Spec{
+			Protocol:        hc.Protocol,
+			ProtocolVersion: hc.ProtocolVersion,
+			Path:            hc.Path,
+			Timeout:         time.Duration(hc.Timeout),
+			Matcher:         matcher,
+		},
+	}
+	hc.Port = HealthCheckPort{Port: hc.Port.Port, set: true}
+	return hs, nil
+}
+
+// healthCheckProtocol settles the check's protocol and protocol version
+// against the group's.
+func healthCheckProtocol(c *GroupConfig) error {
+	hc := c.HealthCheck
+	fam := familyOf(c)
+	hc.Protocol = upper(hc.Protocol)
+	hc.ProtocolVersion = upper(hc.ProtocolVersion)
 	switch {
 	case hc.Protocol == "" && fam == famNLB && c.Type != TypeALB:
 		hc.Protocol = ProtocolTCP
 	case hc.Protocol == "":
 		hc.Protocol = ProtocolHTTP
 	case hc.Protocol != ProtocolHTTP && hc.Protocol != ProtocolHTTPS && hc.Protocol != ProtocolTCP:
-		return HealthCheckSpec{}, fieldErr("health_check.protocol", "%q must be one of HTTP, HTTPS, TCP", hc.Protocol)
+		return fieldErr("health_check.protocol", "%q must be one of HTTP, HTTPS, TCP", hc.Protocol)
 	case hc.Protocol == ProtocolTCP && fam != famNLB:
-		return HealthCheckSpec{}, fieldErr("health_check.protocol", "TCP health checks are not supported for %s groups; use HTTP or HTTPS", groupKind(c))
+		return fieldErr("health_check.protocol", "TCP health checks are not supported for %s groups; use HTTP or HTTPS", groupKind(c))
 	case hc.Protocol == ProtocolTCP && c.Type == TypeALB:
-		return HealthCheckSpec{}, fieldErr("health_check.protocol", "target groups of type alb support HTTP and HTTPS health checks only")
+		return fieldErr("health_check.protocol", "target groups of type alb support HTTP and HTTPS health checks only")
 	}
 	httpCheck := hc.Protocol != ProtocolTCP
 	switch {
 	case !httpCheck && hc.ProtocolVersion != "":
-		return HealthCheckSpec{}, fieldErr("health_check.protocol_version", "TCP health checks have no protocol version")
+		return fieldErr("health_check.protocol_version", "TCP health checks have no protocol version")
 	case httpCheck && hc.ProtocolVersion == "" && fam == famALB:
 		hc.ProtocolVersion = c.ProtocolVersion
 	case httpCheck && hc.ProtocolVersion == "":
 		hc.ProtocolVersion = VersionHTTP1
 	case httpCheck && hc.ProtocolVersion != VersionHTTP1 && hc.ProtocolVersion != VersionHTTP2 && hc.ProtocolVersion != VersionGRPC:
-		return HealthCheckSpec{}, fieldErr("health_check.protocol_version", "%q must be one of HTTP1, HTTP2, GRPC", hc.ProtocolVersion)
+		return fieldErr("health_check.protocol_version", "%q must be one of HTTP1, HTTP2, GRPC", hc.ProtocolVersion)
 	case hc.ProtocolVersion == VersionGRPC && c.ProtocolVersion != VersionGRPC:
-		return HealthCheckSpec{}, fieldErr("health_check.protocol_version", "GRPC health checks require the group's protocol_version GRPC")
+		return fieldErr("health_check.protocol_version", "GRPC health checks require the group's protocol_version GRPC")
 	}
-	grpc := hc.ProtocolVersion == VersionGRPC
+	return nil
+}
+
+// healthCheckPath settles the path of an HTTP check, or the method of a
+// gRPC one; TCP checks have none.
+func healthCheckPath(hc *HealthCheckConfig) error {
+	httpCheck, grpc := hc.Protocol != ProtocolTCP, hc.ProtocolVersion == VersionGRPC
 	switch {
 	case !httpCheck && hc.Path != "":
-		return HealthCheckSpec{}, fieldErr("health_check.path", "TCP health checks have no path")
+		return fieldErr("health_check.path", "TCP health checks have no path")
 	case httpCheck && hc.Path == "" && grpc:
-		hc.Path = "/AWS.ALB/healthcheck"
+		hc.Path = healthcheck.DefaultGRPCPath
 	case httpCheck && hc.Path == "":
-		hc.Path = "/"
+		hc.Path = healthcheck.DefaultPath
 	case httpCheck:
-		if err := checkPath(hc.Path, grpc); err != nil {
-			return HealthCheckSpec{}, err
-		}
+		return checkPath(hc.Path, grpc)
 	}
+	return nil
+}
+
+// healthCheckTiming settles the interval, timeout and thresholds, whose
+// defaults depend on the kind of group.
+func healthCheckTiming(c *GroupConfig) error {
+	hc := c.HealthCheck
 	interval, timeout := 30*time.Second, 5*time.Second
-	switch {
+	switch fam := familyOf(c); {
 	case c.Type == TypeLambda:
 		interval, timeout = 35*time.Second, 30*time.Second
 	case fam == famNLB && hc.Protocol == ProtocolHTTP:
@@ -330,74 +235,67 @@ func normalizeHealthCheck(c *GroupConfig) (HealthCheckSpec, error) {
 	}
 	switch iv, to := time.Duration(hc.Interval), time.Duration(hc.Timeout); {
 	case iv < 5*time.Second || iv > 300*time.Second:
-		return HealthCheckSpec{}, fieldErr("health_check.interval", "%s is outside 5s-300s", hc.Interval)
+		return fieldErr("health_check.interval", "%s is outside 5s-300s", hc.Interval)
 	case to < time.Second || to > 120*time.Second:
-		return HealthCheckSpec{}, fieldErr("health_check.timeout", "%s is outside 1s-120s", hc.Timeout)
+		return fieldErr("health_check.timeout", "%s is outside 1s-120s", hc.Timeout)
 	case to >= iv:
-		return HealthCheckSpec{}, fieldErr("health_check.timeout", "%s must be shorter than the interval %s", hc.Timeout, hc.Interval)
+		return fieldErr("health_check.timeout", "%s must be shorter than the interval %s", hc.Timeout, hc.Interval)
 	case hc.HealthyThreshold < 2 || hc.HealthyThreshold > 10:
-		return HealthCheckSpec{}, fieldErr("health_check.healthy_threshold", "%d is outside 2-10", hc.HealthyThreshold)
+		return fieldErr("health_check.healthy_threshold", "%d is outside 2-10", hc.HealthyThreshold)
 	case hc.UnhealthyThreshold < 2 || hc.UnhealthyThreshold > 10:
-		return HealthCheckSpec{}, fieldErr("health_check.unhealthy_threshold", "%d is outside 2-10", hc.UnhealthyThreshold)
+		return fieldErr("health_check.unhealthy_threshold", "%d is outside 2-10", hc.UnhealthyThreshold)
 	case hc.PassiveUnhealthyThreshold < 0 || hc.PassiveUnhealthyThreshold > 100:
-		return HealthCheckSpec{}, fieldErr("health_check.passive_unhealthy_threshold", "%d must be 0 (off) or within 1-100", hc.PassiveUnhealthyThreshold)
+		return fieldErr("health_check.passive_unhealthy_threshold", "%d must be 0 (off) or within 1-100", hc.PassiveUnhealthyThreshold)
 	}
-	var matcher healthcheck.Matcher
+	return nil
+}
+
+// nlbHTTPCodes are the success codes of HTTP checks of layer 4 groups, as
+// NLB has them (ALB's are healthcheck.DefaultHTTPCodes).
+const nlbHTTPCodes = "200-399"
+
+// healthCheckMatcher settles the success codes of an HTTP or gRPC check;
+// TCP checks have none.
+func healthCheckMatcher(c *GroupConfig) (healthcheck.Matcher, error) {
+	hc := c.HealthCheck
+	httpCheck, grpc := hc.Protocol != ProtocolTCP, hc.ProtocolVersion == VersionGRPC
 	m := hc.Matcher
 	switch {
 	case !httpCheck && m != nil && (m.HTTPCode != "" || m.GRPCCode != ""):
-		return HealthCheckSpec{}, fieldErr("health_check.matcher", "TCP health checks have no matcher")
+		return healthcheck.Matcher{}, fieldErr("health_check.matcher", "TCP health checks have no matcher")
 	case !httpCheck:
 		hc.Matcher = nil
+		return healthcheck.Matcher{}, nil
 	case m != nil && m.HTTPCode != "" && m.GRPCCode != "":
-		return HealthCheckSpec{}, fieldErr("health_check.matcher", "set either http_code or grpc_code, not both")
+		return healthcheck.Matcher{}, fieldErr("health_check.matcher", "set either http_code or grpc_code, not both")
 	case grpc && m != nil && m.HTTPCode != "":
-		return HealthCheckSpec{}, fieldErr("health_check.matcher.http_code", "gRPC health checks match grpc_code")
+		return healthcheck.Matcher{}, fieldErr("health_check.matcher.http_code", "gRPC health checks match grpc_code")
 	case !grpc && m != nil && m.GRPCCode != "":
-		return HealthCheckSpec{}, fieldErr("health_check.matcher.grpc_code", "only gRPC health checks match grpc_code")
-	default:
-		if m == nil {
-			m = &MatcherConfig{}
-			hc.Matcher = m
-		}
-		field, spec := "health_check.matcher.http_code", &m.HTTPCode
-		def := "200"
-		if fam == famNLB {
-			def = "200-399"
-		}
-		if grpc {
-			// 12 (UNIMPLEMENTED) lets any live gRPC server pass ALB's default
-			// method; the standard health service answers 0 when SERVING.
-			field, spec, def = "health_check.matcher.grpc_code", &m.GRPCCode, "12"
-			if hc.Path == grpcHealthCheck {
-				def = "0"
-			}
-		}
-		if *spec == "" {
-			*spec = def
-		}
-		var err error
-		if matcher, err = healthcheck.ParseMatcher(*spec, grpc); err != nil {
-			return HealthCheckSpec{}, fieldErr(field, "%v", err)
+		return healthcheck.Matcher{}, fieldErr("health_check.matcher.grpc_code", "only gRPC health checks match grpc_code")
+	}
+	if m == nil {
+		m = &MatcherConfig{}
+		hc.Matcher = m
+	}
+	field, spec, def := "health_check.matcher.http_code", &m.HTTPCode, healthcheck.DefaultHTTPCodes
+	if familyOf(c) == famNLB {
+		def = nlbHTTPCodes
+	}
+	if grpc {
+		field, spec, def = "health_check.matcher.grpc_code", &m.GRPCCode, healthcheck.DefaultGRPCCodes
+		if hc.Path == healthcheck.GRPCHealthMethod {
+			// The standard health service answers 0 (OK) when serving.
+			def = "0"
 		}
 	}
-	hs := HealthCheckSpec{
-		Enabled:            *hc.Enabled,
-		Port:               hc.Port.Port,
-		Interval:           time.Duration(hc.Interval),
-		HealthyThreshold:   hc.HealthyThreshold,
-		UnhealthyThreshold: hc.UnhealthyThreshold,
-		PassiveThreshold:   hc.PassiveUnhealthyThreshold,
-		Probe: healthcheck.Spec{
-			Protocol:        hc.Protocol,
-			ProtocolVersion: hc.ProtocolVersion,
-			Path:            hc.Path,
-			Timeout:         time.Duration(hc.Timeout),
-			Matcher:         matcher,
-		},
+	if *spec == "" {
+		*spec = def
 	}
-	hc.Port = HealthCheckPort{Port: hc.Port.Port, set: true}
-	return hs, nil
+	matcher, err := healthcheck.ParseMatcher(*spec, grpc)
+	if err != nil {
+		return healthcheck.Matcher{}, fieldErr(field, "%v", err)
+	}
+	return matcher, nil
 }
 
 func groupKind(c *GroupConfig) string {
@@ -406,9 +304,6 @@ func groupKind(c *GroupConfig) string {
 	}
 	return c.Protocol
 }
-
-// grpcHealthCheck is the method of the standard gRPC health service.
-const grpcHealthCheck = "/grpc.health.v1.Health/Check"
 
 // checkPath accepts what AWS accepts: a path beginning with "/", at most
 // 1024 characters of URI characters (for gRPC: /package.service/method).
@@ -432,15 +327,15 @@ func validateTags(tags map[string]string) error {
 	if len(tags) > 50 {
 		return fieldErr("tags", "%d tags; at most 50 are allowed", len(tags))
 	}
-	for _, k := range sortedKeys(tags) {
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
 		v := tags[k]
 		switch n := utf8.RuneCountInString(k); {
 		case n < 1 || n > 128:
-			return fieldErr("tags", "key %q must be 1-128 characters long", k)
+			return keyErr("tags", k, "key %q must be 1-128 characters long", k)
 		case strings.HasPrefix(strings.ToLower(k), "aws:"):
-			return fieldErr("tags", "key %q must not begin with \"aws:\" (reserved)", k)
+			return keyErr("tags", k, "key %q must not begin with \"aws:\" (reserved)", k)
 		case !tagChars(k):
-			return fieldErr("tags", "key %q may contain only letters, digits, white space and _ . : / = + - @", k)
+			return keyErr("tags", k, "key %q may contain only letters, digits, white space and _ . : / = + - @", k)
 		case utf8.RuneCountInString(v) > 256:
 			return fieldErr("tags."+k, "value must be at most 256 characters long")
 		case !tagChars(v):
@@ -574,20 +469,4 @@ func lambdaID(id string) bool {
 		}
 	}
 	return true
-}
-
-// Key returns the registry key of a target.
-func (t TargetConfig) Key() TargetKey { return TargetKey{ID: t.ID, Port: t.Port} }
-
-// TargetKey identifies a target within a group, as AWS does: (id, port).
-type TargetKey struct {
-	ID   string
-	Port int
-}
-
-func (k TargetKey) String() string {
-	if k.Port == 0 {
-		return k.ID
-	}
-	return net.JoinHostPort(k.ID, strconv.Itoa(k.Port))
 }

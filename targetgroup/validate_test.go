@@ -1,6 +1,7 @@
 package targetgroup
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -204,5 +205,32 @@ func TestTargetAddresses(t *testing.T) {
 	}
 	if _, err := v4.NormalizeTarget(TargetConfig{ID: "127.0.0.1"}, custom); err == nil {
 		t.Error("allowed_cidrs should replace the default list")
+	}
+}
+
+// An error about a key of attributes or tags names the key in its field,
+// so that the Caddyfile finds its line, while the message reads as it
+// always has; an attribute that another one requires names that one as
+// its cause.
+func TestKeyErrorsNameTheKey(t *testing.T) {
+	for _, c := range []struct {
+		cfg                 GroupConfig
+		field, cause, error string
+	}{
+		{GroupConfig{Attributes: map[string]string{"foo.bar": "1"}}, "attributes.foo.bar", "",
+			`attributes: unknown attribute key "foo.bar"; allowed keys for HTTP/HTTPS groups: `},
+		{GroupConfig{Tags: map[string]string{"aws:owner": "me"}}, "tags.aws:owner", "",
+			`tags: key "aws:owner" must not begin with "aws:" (reserved)`},
+		{GroupConfig{Tags: map[string]string{"a<b": "x"}}, "tags.a<b", "",
+			`tags: key "a<b" may contain only letters, digits, white space and _ . : / = + - @`},
+		{GroupConfig{Attributes: map[string]string{AttrStickinessEnabled: "true", AttrStickinessType: "app_cookie"}},
+			"attributes." + AttrAppCookieName, "attributes." + AttrStickinessType,
+			"attributes.stickiness.app_cookie.cookie_name: required when stickiness.type is app_cookie"},
+	} {
+		_, err := NewSpec(&c.cfg, mustCIDRs(t))
+		var ve *ValidationError
+		if !errors.As(err, &ve) || ve.Field != c.field || ve.Cause != c.cause || !strings.HasPrefix(err.Error(), c.error) {
+			t.Errorf("%+v: %#v, want field %q, cause %q and an error beginning %q", c.cfg, err, c.field, c.cause, c.error)
+		}
 	}
 }

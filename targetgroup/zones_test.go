@@ -3,8 +3,6 @@ package targetgroup
 import (
 	"fmt"
 	"testing"
-
-	"go.uber.org/zap"
 )
 
 // zoneNode is one Caddy node (one registry) in the given zone, with the
@@ -12,17 +10,12 @@ import (
 // failover at 50 %.
 func zoneNode(t *testing.T, zone, crossZone string) *Group {
 	t.Helper()
-	r := newRegistry(zap.NewNop())
-	t.Cleanup(func() { _ = r.Destruct() })
-	r.zone.Store(&zone)
-	spec := mustSpec(t, &GroupConfig{Protocol: "TCP", Port: 80, Attributes: map[string]string{
+	l := newLifecycle(t, &GroupConfig{Protocol: "TCP", Port: 80, Attributes: map[string]string{
 		AttrCrossZone:                 crossZone,
 		AttrDNSFailoverPercentage:     "50",
 		AttrRoutingFailoverPercentage: "50",
-	}})
-	g := newGroup(r, "example", spec, SourceAPI)
-	m := map[string]*Group{"example": g}
-	r.groups.Store(&m)
+	}}, named("example"), inZone(zone))
+	g := l.g
 	var targets []TargetConfig
 	for i := 0; i < 20; i++ {
 		az := "a"
@@ -31,9 +24,7 @@ func zoneNode(t *testing.T, zone, crossZone string) *Group {
 		}
 		targets = append(targets, TargetConfig{ID: fmt.Sprintf("10.0.0.%d", i+1), Port: 80, AvailabilityZone: az})
 	}
-	if _, err := r.RegisterTargets("example", targets); err != nil {
-		t.Fatal(err)
-	}
+	l.register(targets...)
 	// Six targets fail in zone b; every other target is healthy.
 	g.lock()
 	for _, tg := range g.targets {
