@@ -35,6 +35,10 @@ type attempt struct {
 	// pinned is the target the request's sticky cookie names, read once.
 	pinned     targetgroup.TargetKey
 	pinnedRead bool
+	// owned: the target_group handler ends the attempt as its proxy
+	// returns (the response, or upgraded connection, is done by then);
+	// under Caddy's own reverse_proxy the request context's end does.
+	owned bool
 
 	// Shared with the request's end, which runs on its own goroutine.
 	lease   atomic.Pointer[targetgroup.Lease] // the current try's target
@@ -85,11 +89,14 @@ func (at *attempt) pinnedTarget(r *http.Request, kr *selection.Keyring, g *targe
 }
 
 // begin starts a try on t: the previous try, which failed since
-// reverse_proxy tries again, ends; the first one hooks the request's end.
+// reverse_proxy tries again, ends; unless the handler owns the attempt, the
+// first one hooks the request's end.
 func (at *attempt) begin(r *http.Request, t *targetgroup.Target, now time.Time) {
-	if len(at.tried) == 0 {
+	if len(at.tried) == 0 && !at.owned {
 		// The request's context ends when the server is done with the
-		// request, response body and upgraded connections included.
+		// request, response body and upgraded connections included. A hook
+		// costs a goroutine at the end of every request, which the handler
+		// saves by calling end itself.
 		context.AfterFunc(r.Context(), func() { at.end(r) })
 	} else if l := at.lease.Load(); l != nil {
 		l.End(at.elapsed(), true, "the request failed and was retried on another target")
@@ -114,7 +121,8 @@ func (at *attempt) dialFailed(err error) {
 }
 
 // end reports the last try's outcome to passive health and anomaly
-// detection and ends its lease, once the request is over.
+// detection and ends its lease, once the request is over. It is the one
+// way a lease ends; only its first call counts.
 func (at *attempt) end(r *http.Request) {
 	if !at.done.CompareAndSwap(false, true) {
 		return

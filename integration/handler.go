@@ -181,13 +181,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if rp == nil {
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("target group %q has protocol %s, which reverse_proxy can't serve", h.Group, snap.Spec.Config.Protocol))
 	}
-	// The attempt carries the group to the source and the policy, and ends
-	// with the request.
+	// The attempt carries the group to the source and the policy; the
+	// proxy returns once the response (or upgraded connection) is done, so
+	// the handler ends it then, without a hook on the request's context.
 	at := newAttempt(r, g)
+	at.owned = true
 	err := rp.ServeHTTP(w, r, next)
 	if err != nil {
 		at.dialFailed(err)
 	}
+	at.end(r)
 	return err
 }
 
