@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -46,31 +45,12 @@ func TestBinaryTrust(t *testing.T) {
 	p.start(wide)
 	in := &instance{t: t, admin: p.admin, http: p.http}
 
-	for _, g := range apiGroups {
-		body := fmt.Sprintf(`{"name":%q,"port":%d,"health_check":{"enabled":false},"targets":[{"id":"127.0.0.1"}]}`, g, b.port())
-		in.mustAPI("POST", "/target-groups/", body, nil)
-	}
+	createOpenGroups(in, b.port(), apiGroups...)
 	for round := range 3 {
 		if round > 0 {
 			p.reload(wide)
 		}
-		var start, wg sync.WaitGroup
-		start.Add(1)
-		codes := make([]int, n)
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				start.Wait()
-				if r, err := http.Get(fmt.Sprintf("http://%s/%s", p.http, apiGroups[i])); err == nil {
-					codes[i] = r.StatusCode
-					r.Body.Close()
-				}
-			}()
-		}
-		start.Done()
-		wg.Wait()
-		for i, c := range codes {
+		for i, c := range requestAllAtOnce(p.http, apiGroups) {
 			if c != 200 {
 				t.Fatalf("round %d, %s: status %d", round, apiGroups[i], c)
 			}

@@ -26,38 +26,50 @@ func TestFirstRequestsProvisionNothing(t *testing.T) {
 	}
 	cfg := caddyConfig{groups: map[string]any{}, routes: groupRoutes(groups...)}.json()
 	in := startCaddy(t, cfg)
-	for _, g := range groups {
-		body := fmt.Sprintf(`{"name":%q,"port":%d,"health_check":{"enabled":false},"targets":[{"id":"127.0.0.1"}]}`, g, b.port())
-		in.mustAPI("POST", "/target-groups/", body, nil)
-	}
+	createOpenGroups(in, b.port(), groups...)
 	for round := range 5 {
 		if round > 0 {
 			if err := in.load(cfg); err != nil {
 				t.Fatal(err)
 			}
 		}
-		var start, wg sync.WaitGroup
-		start.Add(1)
-		codes := make([]int, n)
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				start.Wait()
-				if r, err := http.Get(fmt.Sprintf("http://%s/%s", in.http, groups[i])); err == nil {
-					codes[i] = r.StatusCode
-					r.Body.Close()
-				}
-			}()
-		}
-		start.Done()
-		wg.Wait()
-		for i, c := range codes {
+		for i, c := range requestAllAtOnce(in.http, groups) {
 			if c != 200 {
 				t.Fatalf("round %d, group %s: status %d", round, groups[i], c)
 			}
 		}
 	}
+}
+
+// createOpenGroups creates API groups without health checks, each with one
+// target on 127.0.0.1:port (routable at once).
+func createOpenGroups(in *instance, port int, groups ...string) {
+	for _, g := range groups {
+		body := fmt.Sprintf(`{"name":%q,"port":%d,"health_check":{"enabled":false},"targets":[{"id":"127.0.0.1"}]}`, g, port)
+		in.mustAPI("POST", "/target-groups/", body, nil)
+	}
+}
+
+// requestAllAtOnce sends one request to /<group> for every group at the
+// same moment and returns their statuses (0: no answer).
+func requestAllAtOnce(httpAddr string, groups []string) []int {
+	var start, wg sync.WaitGroup
+	start.Add(1)
+	codes := make([]int, len(groups))
+	for i, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start.Wait()
+			if r, err := http.Get(fmt.Sprintf("http://%s/%s", httpAddr, g)); err == nil {
+				codes[i] = r.StatusCode
+				r.Body.Close()
+			}
+		}()
+	}
+	start.Done()
+	wg.Wait()
+	return codes
 }
 
 // No routable target is a Caddy error with status 503: handle_errors

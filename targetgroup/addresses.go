@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -87,13 +88,20 @@ func cidrList(allowed []netip.Prefix) string {
 // on, learned from the requests it serves (Caddy does not expose its admin
 // configuration to modules). There is one admin endpoint per process, hence
 // one set. A target there would let whoever can reach the target reach the
-// admin API through Caddy itself.
+// admin API through Caddy itself. Every dial reads the set, so it is an
+// immutable value behind an atomic pointer; mu serialises its writers and
+// the cache of this host's addresses, which only a dial to an admin port
+// needs.
 var adminListeners struct {
+	set   atomic.Pointer[adminSet]
 	mu    sync.Mutex
+	local []netip.Addr // this host's interface addresses, cached
+	at    time.Time
+}
+
+type adminSet struct {
 	ports []int            // ports the admin endpoint was reached on
 	addrs []netip.AddrPort // exact addresses it was reached on
-	local []netip.Addr     // this host's interface addresses, cached
-	at    time.Time
 }
 
 // ForgetAdminListeners starts over: the admin endpoint is rebuilt, perhaps
@@ -102,7 +110,7 @@ var adminListeners struct {
 func ForgetAdminListeners() {
 	adminListeners.mu.Lock()
 	defer adminListeners.mu.Unlock()
-	adminListeners.ports, adminListeners.addrs = nil, nil
+	adminListeners.set.Store(nil)
 }
 
 // NoteAdminListener records an address the admin endpoint was reached on;
@@ -114,14 +122,23 @@ func NoteAdminListener(a net.Addr) {
 	}
 	ap := tcp.AddrPort()
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if cur := adminListeners.set.Load(); cur != nil && slices.Contains(cur.addrs, ap) {
+		return // known: the common case, lock-free
+	}
 	adminListeners.mu.Lock()
 	defer adminListeners.mu.Unlock()
-	if !slices.Contains(adminListeners.addrs, ap) {
-		adminListeners.addrs = append(adminListeners.addrs, ap)
+	next := &adminSet{}
+	if cur := adminListeners.set.Load(); cur != nil {
+		if slices.Contains(cur.addrs, ap) {
+			return
+		}
+		next.ports, next.addrs = slices.Clone(cur.ports), slices.Clone(cur.addrs)
 	}
-	if !slices.Contains(adminListeners.ports, int(ap.Port())) {
-		adminListeners.ports = append(adminListeners.ports, int(ap.Port()))
+	next.addrs = append(next.addrs, ap)
+	if !slices.Contains(next.ports, int(ap.Port())) {
+		next.ports = append(next.ports, int(ap.Port()))
 	}
+	adminListeners.set.Store(next)
 }
 
 // isAdminListener reports whether ip:port reaches this Caddy's admin
@@ -130,14 +147,15 @@ func NoteAdminListener(a net.Addr) {
 // every one of them).
 func isAdminListener(ip netip.Addr, port int) bool {
 	ip = ip.Unmap()
-	adminListeners.mu.Lock()
-	defer adminListeners.mu.Unlock()
-	if !slices.Contains(adminListeners.ports, port) {
+	set := adminListeners.set.Load()
+	if set == nil || !slices.Contains(set.ports, port) {
 		return false
 	}
-	if slices.Contains(adminListeners.addrs, netip.AddrPortFrom(ip, uint16(port))) || ip.IsLoopback() || ip.IsUnspecified() {
+	if slices.Contains(set.addrs, netip.AddrPortFrom(ip, uint16(port))) || ip.IsLoopback() || ip.IsUnspecified() {
 		return true
 	}
+	adminListeners.mu.Lock()
+	defer adminListeners.mu.Unlock()
 	if time.Since(adminListeners.at) > 10*time.Second {
 		adminListeners.local = adminListeners.local[:0]
 		if addrs, err := net.InterfaceAddrs(); err == nil {
