@@ -5,9 +5,12 @@
 #
 # Builds Caddy with the plugin (xcaddy), installs wrk and haproxy from
 # Debian when missing, starts three loopback backends (cmd/demo-backend),
-# one Caddy with four servers (stock reverse_proxy with static upstreams and
-# round_robin, and with its cookie policy; the target_group handler on three
-# groups: round_robin, least_outstanding_requests, lb_cookie stickiness) and HAProxy (roundrobin),
+# one Caddy with a server per configuration (stock reverse_proxy with static
+# upstreams and round_robin, and with its cookie policy; the target_group
+# handler on three groups: round_robin, least_outstanding_requests, lb_cookie
+# stickiness with and without a cookie; reverse_proxy with
+# `dynamic target_group` and `lb_policy target_group` on the same groups) and
+# HAProxy (roundrobin),
 # all on the same backends with health checks every 5s. Targets are
 # registered through the admin API. Then it measures requests/s and p50/p99
 # latency with wrk at a fixed concurrency, in rounds: each round runs every
@@ -16,10 +19,11 @@
 # round. Writes bench/results.md and the raw numbers in bench/results/.
 #
 # Settings (environment):
-#   BENCH_ROUNDS=7 BENCH_DURATION=8 (seconds per run) BENCH_WARMUP=3
+#   BENCH_ROUNDS=9 BENCH_DURATION=8 (seconds per run) BENCH_WARMUP=3
 #   BENCH_CONNECTIONS=64 BENCH_PORT_BASE=18400
 #   BENCH_CONFIGS="stock tg-rr"  measure only these (more rounds in the same
-#                       time: direct stock tg-rr tg-lor tg-sticky stock-cookie haproxy)
+#                       time: direct stock tg-rr tg-lor tg-sticky tg-sticky-new
+#                       dyn-rr dyn-lor dyn-sticky-new stock-cookie haproxy)
 #   BENCH_PROFILE=1     also take a 10s CPU profile of Caddy under each Caddy
 #                       configuration (bench/results/<name>.prof and <name>-top.raw)
 #   BENCH_CLIENT=loadgen  use cmd/loadgen instead of wrk
@@ -34,7 +38,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-ROUNDS=${BENCH_ROUNDS:-7}
+ROUNDS=${BENCH_ROUNDS:-9}
 DURATION=${BENCH_DURATION:-8}
 WARMUP=${BENCH_WARMUP:-3}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
@@ -46,8 +50,9 @@ OUT=${BENCH_OUT:-bench/results.md}
 backend_ports=($((BASE + 1)) $((BASE + 2)) $((BASE + 3)))
 admin_port=$((BASE + 19))
 haproxy_port=$((BASE + 20))
-declare -A port=([direct]=${backend_ports[0]} [stock]=$((BASE + 10)) [tg-rr]=$((BASE + 11)) [tg-lor]=$((BASE + 12)) [tg-sticky]=$((BASE + 13)) [stock-cookie]=$((BASE + 14)) [haproxy]=$haproxy_port)
-all_configs="direct stock tg-rr tg-lor tg-sticky stock-cookie haproxy"
+declare -A port=([direct]=${backend_ports[0]} [stock]=$((BASE + 10)) [tg-rr]=$((BASE + 11)) [tg-lor]=$((BASE + 12)) [tg-sticky]=$((BASE + 13)) [stock-cookie]=$((BASE + 14)) [haproxy]=$haproxy_port
+	[tg-sticky-new]=$((BASE + 15)) [dyn-rr]=$((BASE + 16)) [dyn-lor]=$((BASE + 17)) [dyn-sticky-new]=$((BASE + 18)))
+all_configs="direct stock tg-rr tg-lor tg-sticky tg-sticky-new dyn-rr dyn-lor dyn-sticky-new stock-cookie haproxy"
 read -r -a configs <<<"${BENCH_CONFIGS:-$all_configs}"
 for c in "${configs[@]}"; do
 	[[ " $all_configs " == *" $c "* ]] || { echo "BENCH_CONFIGS: unknown configuration $c (known: $all_configs)" >&2; exit 2; }
@@ -117,6 +122,7 @@ group() { echo "\"$1\": {\"port\": ${backend_ports[0]}, $hc, \"attributes\": {$2
 server() { echo "\"$1\": {\"listen\": [\"127.0.0.1:$2\"], \"automatic_https\": {\"disable\": true}, \"routes\": [{\"handle\": [$3]}]}"; }
 static_upstreams=$(for p in "${backend_ports[@]}"; do printf '{"dial": "127.0.0.1:%s"},' "$p"; done)
 static_upstreams=${static_upstreams%,}
+dynamic() { echo "{\"handler\": \"reverse_proxy\", \"dynamic_upstreams\": {\"source\": \"target_group\", \"group\": \"$1\"}, \"load_balancing\": {\"selection_policy\": {\"policy\": \"target_group\", \"group\": \"$1\"}}}"; }
 cat >"$tmp/caddy.json" <<EOF
 {
 	"admin": {"listen": "127.0.0.1:$admin_port"},
@@ -133,6 +139,10 @@ cat >"$tmp/caddy.json" <<EOF
 			$(server tg-rr "${port[tg-rr]}" '{"handler": "target_group", "group": "bench-rr"}'),
 			$(server tg-lor "${port[tg-lor]}" '{"handler": "target_group", "group": "bench-lor"}'),
 			$(server tg-sticky "${port[tg-sticky]}" '{"handler": "target_group", "group": "bench-sticky"}'),
+			$(server tg-sticky-new "${port[tg-sticky-new]}" '{"handler": "target_group", "group": "bench-sticky"}'),
+			$(server dyn-rr "${port[dyn-rr]}" "$(dynamic bench-rr)"),
+			$(server dyn-lor "${port[dyn-lor]}" "$(dynamic bench-lor)"),
+			$(server dyn-sticky-new "${port[dyn-sticky-new]}" "$(dynamic bench-sticky)"),
 			$(server stock-cookie "${port[stock-cookie]}" "{\"handler\": \"reverse_proxy\", \"upstreams\": [$static_upstreams], \"load_balancing\": {\"selection_policy\": {\"policy\": \"cookie\", \"name\": \"lb\", \"secret\": \"bench\"}}, \"health_checks\": {\"active\": {\"uri\": \"/health\", \"interval\": \"5s\", \"timeout\": \"2s\"}}}")
 		}}
 	}
@@ -267,7 +277,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 if [ "$PROFILE" = 1 ]; then
-	for name in stock tg-rr tg-lor tg-sticky stock-cookie; do
+	for name in stock tg-rr tg-lor tg-sticky tg-sticky-new dyn-rr dyn-lor dyn-sticky-new stock-cookie; do
 		[[ " ${configs[*]} " == *" $name "* ]] || continue
 		log "CPU profile of Caddy under $name"
 		curl -fsS -o "$results/$name.prof" "$admin/debug/pprof/profile?seconds=10" &
@@ -290,7 +300,7 @@ fi
 	-meta "machine=$ncpu CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr)" \
 	-meta "CPU pinning=$layout" \
 	-meta "versions=$("$caddy" version | awk '{print "Caddy", $1}'), $(go version | awk '{print $3}'), $("$haproxy_bin" -v | head -1 | awk '{print "HAProxy", $3}'), $client_version" \
-	-meta "configurations=one Caddy process, one server per configuration; target groups through the target_group handler, health checks every 5s (the stock reverse_proxy has active health checks every 5s too); HAProxy default settings with roundrobin and checks every 5s; lb_cookie measured with the AWSALB cookie of a first response on every request, Caddy's cookie policy likewise with its lb cookie" \
+	-meta "configurations=one Caddy process, one server per configuration; target groups through the target_group handler, health checks every 5s (the stock reverse_proxy has active health checks every 5s too); HAProxy default settings with roundrobin and checks every 5s; lb_cookie measured with the AWSALB cookie of a first response on every request (the *-new configurations: no cookie, a new one sealed on every response), Caddy's cookie policy likewise with its lb cookie; dynamic: reverse_proxy with dynamic target_group and lb_policy target_group on the same groups" \
 	-meta "Caddy errors logged during the run=$errors"
 log "wrote $OUT"
 cat "$OUT"
