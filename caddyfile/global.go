@@ -3,7 +3,9 @@ package caddyfile
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -22,6 +24,8 @@ func init() {
 //	target_groups {
 //		allowed_cidrs <cidr>...
 //		zone <zone>
+//		node_id <id>
+//		sync_interval <duration>
 //		max_targets_per_group <n>
 //		max_groups <n>
 //		max_udp_flows_per_group <n>
@@ -103,6 +107,37 @@ func parseTargetGroups(d *caddyfile.Dispenser, existingVal any) (any, error) {
 				return nil, d.Err("duplicate zone")
 			}
 			app.Zone = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+
+		case "node_id":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if app.NodeID != "" {
+				return nil, d.Err("duplicate node_id")
+			}
+			if err := targetgroup.ValidateNodeID(d.Val()); err != nil {
+				return nil, d.WrapErr(err)
+			}
+			app.NodeID = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+
+		case "sync_interval":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if app.SyncInterval != 0 {
+				return nil, d.Err("duplicate sync_interval")
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur < 10*time.Millisecond || dur > time.Minute {
+				return nil, d.Errf("sync_interval: %q must be a duration within 10ms-1m", d.Val())
+			}
+			app.SyncInterval = caddy.Duration(dur)
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}

@@ -245,15 +245,27 @@ func TestRestartRestoresRegistrations(t *testing.T) {
 	if code, body := in.get("/api"); code != 200 || body != "a" {
 		t.Fatalf("restored group serves %d %q", code, body)
 	}
-	// The records are plain JSON files in the configured storage.
-	raw, err := os.ReadFile(filepath.Join(in.storage, "target_groups", "groups", "api.json"))
+	// The records are plain JSON files in the configured storage: this
+	// node's contribution to each group.
+	raw := storedContribution(t, in.storage, "api")
+	var rec map[string]any
+	if err := json.Unmarshal(raw, &rec); err != nil || rec["seq"] == nil || rec["settings"] == nil || rec["node"] == nil {
+		t.Fatalf("record %s: %v", raw, err)
+	}
+}
+
+// storedContribution reads the one node's stored contribution to group.
+func storedContribution(t *testing.T, storage, group string) []byte {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(storage, "target_groups", "fleet", "nodes", "*", "groups", group+".json"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("stored contributions to %s: %v %v", group, files, err)
+	}
+	raw, err := os.ReadFile(files[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rec map[string]any
-	if err := json.Unmarshal(raw, &rec); err != nil || rec["version"] == nil || rec["source"] != "api" {
-		t.Fatalf("record %s: %v", raw, err)
-	}
+	return raw
 }
 
 func TestConcurrentRegistrationsStayConsistent(t *testing.T) {
@@ -288,19 +300,21 @@ func TestConcurrentRegistrationsStayConsistent(t *testing.T) {
 			t.Errorf("target %d is %q, want %q", 10000+i, st, want)
 		}
 	}
-	raw, err := os.ReadFile(filepath.Join(in.storage, "target_groups", "groups", "web.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rec struct {
-		Targets    []struct{ Port int } `json:"targets"`
-		Tombstones []struct{ Port int } `json:"tombstones"`
+		Targets []struct {
+			Port int
+			Op   string
+		} `json:"targets"`
 	}
-	if err := json.Unmarshal(raw, &rec); err != nil {
+	if err := json.Unmarshal(storedContribution(t, in.storage, "web"), &rec); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.Targets) != 25 || len(rec.Tombstones) != 25 {
-		t.Fatalf("stored %d targets and %d tombstones, want 25 and 25", len(rec.Targets), len(rec.Tombstones))
+	ops := map[string]int{}
+	for _, e := range rec.Targets {
+		ops[e.Op]++
+	}
+	if len(rec.Targets) != 50 || ops["register"] != 25 || ops["deregister"] != 25 {
+		t.Fatalf("stored %d targets (%v), want 25 registrations and 25 deregistrations", len(rec.Targets), ops)
 	}
 }
 

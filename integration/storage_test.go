@@ -202,8 +202,8 @@ func TestStorageUnavailable(t *testing.T) {
 	if got := in.states("web"); len(got) != 1 {
 		t.Fatalf("restored %v from a storage that is down", got)
 	}
-	refused("POST", "/target-groups/web/targets", targets(5), "could not be listed")
-	refused("POST", "/target-groups/", map[string]any{"name": "fresh", "port": 80}, "could not be listed")
+	refused("POST", "/target-groups/web/targets", targets(5), "could not be read yet")
+	refused("POST", "/target-groups/", map[string]any{"name": "fresh", "port": 80}, "could not be read yet")
 	down.Store(false)
 	waitFor(t, "the stored groups to be read", 15*time.Second, func() bool {
 		return reflect.DeepEqual(in.states("web"), acknowledged) && in.api("GET", "/target-groups/api", nil, nil) == 200

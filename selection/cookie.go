@@ -120,12 +120,18 @@ type ringKey struct {
 // NewKeyring builds a key ring. The key with the latest Created (the highest
 // ID among equals) seals; every key opens, so the caller keeps a retired key
 // for at least the longest cookie lifetime after its successor took over.
-func NewKeyring(keys []Key) (*Keyring, error) {
+func NewKeyring(keys []Key) (*Keyring, error) { return NewKeyringAt(keys, time.Time{}, 0) }
+
+// NewKeyringAt builds a key ring that seals with the newest key created at
+// least activation before now, or with the oldest key when none is that
+// old: nodes sharing the ring each load a new key before any of them seals
+// with it, so every node opens every cookie.
+func NewKeyringAt(keys []Key, now time.Time, activation time.Duration) (*Keyring, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("keyring: no keys")
 	}
 	kr := &Keyring{keys: make([]ringKey, 0, len(keys))}
-	newest := -1
+	newest, oldest := -1, -1
 	for i, k := range keys {
 		for _, o := range kr.keys {
 			if o.id == k.ID {
@@ -137,9 +143,18 @@ func NewKeyring(keys []Key) (*Keyring, error) {
 			return nil, fmt.Errorf("keyring: %w", err)
 		}
 		kr.keys = append(kr.keys, ringKey{k.ID, aead})
+		if oldest < 0 || newer(keys[oldest], k) {
+			oldest = i
+		}
+		if activation > 0 && now.Sub(k.Created) < activation {
+			continue
+		}
 		if newest < 0 || newer(k, keys[newest]) {
 			newest = i
 		}
+	}
+	if newest < 0 {
+		newest = oldest
 	}
 	kr.sealer = kr.keys[newest]
 	return kr, nil

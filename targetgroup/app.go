@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
@@ -40,6 +41,19 @@ type App struct {
 	// Quotas, as AWS has them.
 	Limits
 
+	// The id of this Caddy node among the nodes that share its storage (a
+	// fleet): 1-128 letters, digits, '.', '_' or '-', unique in the fleet.
+	// Default: the host name and the first characters of Caddy's instance
+	// id (stored in Caddy's data directory, so it outlives restarts). A
+	// change takes effect at the next start.
+	NodeID string `json:"node_id,omitempty"`
+
+	// How often this node reads the changes other nodes sharing its
+	// storage made (10ms-1m, default 250ms). A change made through any
+	// node's API is in force on every node within about this, plus the
+	// storage's round trips.
+	SyncInterval caddy.Duration `json:"sync_interval,omitempty"`
+
 	specs   map[string]*Spec
 	allowed []netip.Prefix
 	ctx     caddy.Context
@@ -48,8 +62,11 @@ type App struct {
 	reg     *Registry
 	prev    *App
 	limits  Limits
-	refs    map[string]int // groups used by routes of this config
-	cleaned atomic.Bool
+	nodeID  string
+	// syncInterval is SyncInterval with its default.
+	syncInterval time.Duration
+	refs         map[string]int // groups used by routes of this config
+	cleaned      atomic.Bool
 }
 
 // CaddyModule returns the Caddy module information.
@@ -76,6 +93,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.limits = a.Limits.withDefaults()
 	if err := a.limits.validate(); err != nil {
 		return err
+	}
+	a.nodeID = a.NodeID
+	if a.nodeID == "" {
+		a.nodeID = defaultNodeID()
+	} else if err := ValidateNodeID(a.nodeID); err != nil {
+		return err
+	}
+	a.syncInterval = time.Duration(a.SyncInterval)
+	if a.syncInterval == 0 {
+		a.syncInterval = defaultSyncInterval
+	}
+	if a.syncInterval < 10*time.Millisecond || a.syncInterval > time.Minute {
+		return fieldErr("sync_interval", "%s is outside 10ms-1m", a.syncInterval)
 	}
 	if len(a.Groups) > a.limits.MaxGroups {
 		return fieldErr("groups", "%d groups exceed max_groups %d", len(a.Groups), a.limits.MaxGroups)
@@ -139,7 +169,16 @@ func (a *App) DeclaredSpec(name string) *Spec { return a.specs[name] }
 // Start puts this config's groups in force and starts health checks.
 func (a *App) Start() error {
 	a.prev = a.reg.applied
-	a.reg.apply(a)
+	if a.reg.apply(a) {
+		// The first start reads what the fleet stored (registrations come
+		// back after a restart) and starts following it.
+		a.reg.firstSync()
+		a.reg.runSync()
+		return nil
+	}
+	// A config may declare a group the fleet has registrations for, or
+	// stop declaring one the fleet created through the API.
+	a.reg.applyGroups(a.reg.fleet.groupNames())
 	return nil
 }
 

@@ -1,52 +1,67 @@
 package targetgroup
 
 import (
+	"errors"
 	"net/netip"
 	"sync"
 )
 
 // Every change the API makes goes through change, in the order that keeps
-// what is in force and what is stored alike: the change is validated and
-// its record built without changing anything, the record is stored, and
-// only then does the change take effect. A change that is refused, or that
-// can't be stored, changes nothing anywhere; one that is acknowledged is
-// what a restart, or another node reading the storage, brings back.
+// what is in force and what is stored alike: the change is validated
+// without changing anything, what it writes into this node's contribution
+// is stored, and only then does the change take effect. A change that is
+// refused, or that can't be stored, changes nothing anywhere; one that is
+// acknowledged is what a restart, or every other node of the fleet, brings
+// back.
 
-// plan is a validated change: the record it leaves, and how it takes
-// effect once that record is stored.
+// plan is a validated change: what it writes into this node's contribution
+// to the group, and how it takes effect once that is stored.
 type plan struct {
-	rec groupRecord
-	own int64 // the version of the stored record that rec replaces
-	// commit puts the change in force, given the version stored. nil: the
-	// change changes nothing, and nothing is stored.
-	commit func(version int64) error
+	delta delta
+	// commit puts the change in force. nil: the change changes nothing,
+	// and nothing is stored.
+	commit func() error
 }
 
 // change makes one API change of the group called name. Under the name's
-// lock, so that records are written in the order of the changes, prepare
-// validates the change against the state in force and returns its plan,
-// changing nothing; the plan's record is stored; then commit puts the
-// change in force, after checking again what a config load may have
-// changed while the record was being written (the API holds the name's
-// lock, not the registry's).
+// lock, so that the node's records are written in the order of its
+// changes, prepare validates the change against the state in force and
+// returns its plan, changing nothing; the plan's delta is stored; then
+// commit puts the change in force, after checking again what a config load
+// may have changed while the record was being written (the API holds the
+// name's lock, not the registry's). A change a config load overtook is
+// taken out of the stored contribution again.
 func (r *Registry) change(name string, prepare func() (plan, error)) error {
 	defer r.names.lock(name)()
 	p, err := prepare()
 	if err != nil || p.commit == nil {
 		return err
 	}
-	v, err := r.save(p.rec, p.own)
+	prev, err := r.record(name, p.delta)
 	if err != nil {
 		return err
 	}
-	return p.commit(v)
+	if err := p.commit(); err != nil {
+		r.revert(name, prev)
+		if errors.Is(err, errOvertaken) {
+			return nil
+		}
+		return err
+	}
+	return nil
 }
 
+// errOvertaken is what a commit returns when a config load made the change
+// needless while its record was being written (the config declared the
+// group the change creates): the stored change is taken back, and the call
+// succeeds.
+var errOvertaken = errors.New("overtaken by a config load")
+
 // edit is a validated change of one group's own state, its targets or its
-// settings: the record it leaves and how it applies (nil: it changes
-// nothing). apply runs with the group's mu held.
+// settings: what it writes and how it applies (nil: it changes nothing).
+// apply runs with the group's mu held.
 type edit struct {
-	rec   groupRecord
+	delta delta
 	apply func()
 }
 
@@ -54,8 +69,7 @@ type edit struct {
 // with g.mu held, checks the edit against the group as it is. The edit
 // applies under g.mu, and the group's snapshot is published with it. If a
 // config load changed what the edit was validated against while its record
-// was being written, the edit is validated again before it applies, and
-// the record is written again afterwards, as memory has it.
+// was being written, the edit is validated again before it applies.
 func (r *Registry) changeGroup(name string, validate func(g *Group) (edit, error)) error {
 	return r.change(name, func() (plan, error) {
 		g, err := r.writableGroup(name)
@@ -69,29 +83,23 @@ func (r *Registry) changeGroup(name string, validate func(g *Group) (edit, error
 		if err != nil || e.apply == nil {
 			return plan{}, err
 		}
-		return plan{rec: e.rec, own: g.version.Load(), commit: func(v int64) error {
+		return plan{delta: e.delta, commit: func() error {
 			g.lock()
-			stale := r.basis(g) != b
-			if stale {
+			defer g.unlock()
+			if r.basis(g) != b {
 				if g.closed {
-					g.unlock()
 					return errNotFound(name)
 				}
-				if e, err = validate(g); err != nil {
-					g.unlock()
-					r.rewrite(g)
+				again, err := validate(g)
+				if err != nil {
 					return err
 				}
+				e = again
 			}
-			g.version.Store(v)
 			if e.apply != nil {
 				e.apply()
 			}
 			g.publish()
-			g.unlock()
-			if stale {
-				r.rewrite(g)
-			}
 			return nil
 		}}, nil
 	})
@@ -103,23 +111,10 @@ func (r *Registry) writableGroup(name string) (*Group, error) {
 	if g == nil {
 		return nil, errNotFound(name)
 	}
-	if err := r.restoring.writable(name); err != nil {
+	if err := r.writable(name); err != nil {
 		return nil, err
 	}
 	return g, nil
-}
-
-// resync puts storage back in line with memory after a change whose record
-// was written but which a config load or a concurrent creation overtook:
-// the record of the group that holds the name now, or else a deleted
-// record. Called with the name's lock held; a failure is logged.
-func (r *Registry) resync(name string, written int64) {
-	if g := r.Group(name); g != nil {
-		r.rewrite(g)
-		return
-	}
-	rec := groupRecord{Name: name, Source: SourceAPI, Deleted: true, UpdatedAt: r.clock.Now().UTC(), Targets: []TargetConfig{}}
-	_, _ = r.save(rec, written)
 }
 
 // changeBasis is what validating an API change of a group depends on. A
@@ -138,11 +133,10 @@ func (r *Registry) basis(g *Group) changeBasis {
 	return changeBasis{spec: g.spec, source: g.source, closed: g.closed, allowed: r.allowed.Load(), limits: r.limits.Load()}
 }
 
-// nameLocks serialises the API's changes of one group name together with
-// the writes of their records, so that records are written in the order
-// of the changes: a delete and a create of one name can't leave the
-// delete's record last. Lock order: a name, then Registry.mu, then a
-// group's mu.
+// nameLocks serialises the changes of one group name — the API's, and the
+// sync loop's merges of other nodes' changes — together with the writes of
+// their records, so that records are written in the order of the changes.
+// Lock order: a name, then Registry.mu, then a group's mu.
 type nameLocks struct {
 	mu sync.Mutex
 	m  map[string]*nameLock

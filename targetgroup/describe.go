@@ -28,6 +28,9 @@ type TargetHealthDescription struct {
 	SlowStartRemainingSeconds int `json:"slow_start_remaining_seconds,omitempty"`
 	// Anomaly detection of weighted_random groups, as AWS reports it.
 	AnomalyDetection *AnomalyDetection `json:"anomaly_detection,omitempty"`
+	// With ?scope=cluster: the state every node of the fleet sees, this
+	// node first.
+	Nodes []NodeTargetState `json:"nodes,omitempty"`
 }
 
 // AnomalyDetection says whether a target's error rate or latency stands

@@ -43,6 +43,8 @@ func ScaleRegistry(tb testing.TB, storage bool) (*Registry, *Group) {
 	g := newGroup(r, "web", spec, SourceAPI)
 	m := map[string]*Group{"web": g}
 	r.groups.Store(&m)
+	r.fleet.setNode("bench")
+	r.firstSync()
 	return r, g
 }
 

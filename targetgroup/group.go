@@ -24,9 +24,6 @@ type Group struct {
 	name string
 	id   string
 
-	// version is that of the group's stored record.
-	version atomic.Int64
-
 	mu          sync.Mutex
 	spec        *Spec
 	source      string
@@ -38,11 +35,10 @@ type Group struct {
 	// on every registration. Both only grow between rebuilds, so after a
 	// removal they hold more targets than the map: that is what makes
 	// sortedTargets rebuild.
-	order      []*Target
-	added      []*Target
-	tombstones map[TargetKey]time.Time // API deregistrations restored from storage
-	closed     bool
-	pending    []event // emitted once mu is released
+	order   []*Target
+	added   []*Target
+	closed  bool
+	pending []event // emitted once mu is released
 
 	// flows are the live UDP flows, bounded by max_udp_flows_per_group.
 	flows flowTable
@@ -53,6 +49,9 @@ type Group struct {
 	stick Stickiness
 	// rr is the group's round-robin cursor, which every snapshot shares.
 	rr atomic.Uint64
+	// stateGen counts the changes of its targets' states and reasons, so
+	// that the sync loop passes over groups whose health did not change.
+	stateGen atomic.Uint64
 }
 
 func groupID(name string) string {
@@ -74,7 +73,7 @@ func groupID(name string) string {
 }
 
 func newGroup(r *Registry, name string, spec *Spec, source string) *Group {
-	g := &Group{reg: r, name: name, id: groupID(name), spec: spec, stick: stickinessOf(spec.Attributes), source: source, targets: make(map[TargetKey]*Target), tombstones: make(map[TargetKey]time.Time)}
+	g := &Group{reg: r, name: name, id: groupID(name), spec: spec, stick: stickinessOf(spec.Attributes), source: source, targets: make(map[TargetKey]*Target)}
 	g.publish()
 	return g
 }
@@ -126,6 +125,7 @@ func (g *Group) setState(t *Target, s State, reason, desc string) {
 		return
 	}
 	t.state, t.reason, t.description = s, reason, desc
+	g.stateGen.Add(1)
 	if old == s {
 		return
 	}
@@ -230,9 +230,17 @@ func (g *Group) register(cfgs []TargetConfig, o owner) {
 	}
 }
 
-// deregister starts draining targets. Called with mu held; the caller publishes.
+// deregister starts draining targets for the group's deregistration delay.
+// Called with mu held; the caller publishes.
 func (g *Group) deregister(keys []TargetKey) {
-	delay := g.spec.Attributes.DeregistrationDelay
+	g.deregisterUntil(keys, g.reg.clock.Now().Add(g.spec.Attributes.DeregistrationDelay))
+}
+
+// deregisterUntil starts draining targets until the given time, which the
+// node whose API deregistered them set, so that they leave the group at
+// the same time on every node. Called with mu held; the caller publishes.
+func (g *Group) deregisterUntil(keys []TargetKey, until time.Time) {
+	delay := max(until.Sub(g.reg.clock.Now()), 0)
 	for _, k := range keys {
 		t := g.targets[k]
 		if t == nil || t.state == StateDraining {
@@ -242,7 +250,7 @@ func (g *Group) deregister(keys []TargetKey) {
 		g.stopUnhealthyDrain(t)
 		t.draining.Store(true)
 		g.setState(t, StateDraining, ReasonDeregistrationInProgress, "Target deregistration is in progress")
-		t.drainUntil = g.reg.clock.Now().Add(delay)
+		t.drainUntil = until
 		t.drainTimer = g.reg.clock.AfterFunc(delay, func() { g.finishDrain(t) })
 		if t.inflight.Load() == 0 {
 			g.pending = append(g.pending, event{name: "drained", data: map[string]any{"group": g.name, "target": t.key.ID, "port": t.key.Port}})

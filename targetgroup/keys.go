@@ -1,6 +1,9 @@
 package targetgroup
 
 import (
+	"context"
+	"errors"
+	"io/fs"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,6 +20,10 @@ const (
 	keyRotation = 24 * time.Hour
 	keyLifetime = 7*24*time.Hour + 2*keyRotation
 	keysKey     = "target_groups/cookie_keys.json"
+	// keyActivation: a new key seals only once it is this old, by when
+	// every node of the fleet has read it (they re-read the ring every
+	// keysEvery), so that any node opens the cookies any node seals.
+	keyActivation = 2 * time.Minute
 )
 
 // Keyring returns the key ring that seals and opens sticky cookies.
@@ -58,11 +65,46 @@ func (r *Registry) rotateKeys() error {
 	if err != nil {
 		return err
 	}
-	kr, err := selection.NewKeyring(keys)
+	return r.useKeys(keys, now)
+}
+
+// useKeys makes keys the ring in force. Called with keyMu held.
+func (r *Registry) useKeys(keys []selection.Key, now time.Time) error {
+	kr, err := selection.NewKeyringAt(keys, now, keyActivation)
 	if err != nil {
 		return err
 	}
 	r.memKeys = keys
 	r.keyring.Store(kr)
 	return nil
+}
+
+// reloadKeys reads the key ring another node may have rotated, without the
+// storage lock that rotation takes, and makes the newest key old enough to
+// seal the sealing key.
+func (r *Registry) reloadKeys() error {
+	st := r.storage()
+	if st == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storageCallTimeout)
+	raw, err := st.Load(ctx, keysKey)
+	cancel()
+	r.keyMu.Lock()
+	defer r.keyMu.Unlock()
+	keys := r.memKeys
+	switch {
+	case err == nil:
+		stored, bad := selection.UnmarshalKeys(raw)
+		if bad != nil {
+			return bad
+		}
+		keys = stored
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	return r.useKeys(keys, r.clock.Now())
 }

@@ -50,7 +50,7 @@ func (r *Registry) CreateGroup(req CreateRequest) (*Group, bool, error) {
 	var g *Group
 	created := false
 	err = r.change(req.Name, func() (plan, error) {
-		if err := r.restoring.writable(req.Name); err != nil {
+		if err := r.writable(req.Name); err != nil {
 			return plan{}, err
 		}
 		r.mu.Lock()
@@ -62,27 +62,23 @@ func (r *Registry) CreateGroup(req CreateRequest) (*Group, bool, error) {
 		}
 		params := spec.Config
 		cfg := settings(spec.Config)
-		targets := slices.Clone(spec.Config.Targets)
-		sortTargetConfigs(targets)
-		if targets == nil {
-			targets = []TargetConfig{}
-		}
-		rec := groupRecord{Name: req.Name, Source: SourceAPI, UpdatedAt: r.clock.Now().UTC(), Config: &cfg, Created: &params, ClientToken: req.ClientToken, Targets: targets}
-		return plan{rec: rec, commit: func(v int64) error {
+		d := delta{settings: &settingsEntry{Config: &cfg, Created: &params, ClientToken: req.ClientToken}, put: slices.Clone(spec.Config.Targets)}
+		return plan{delta: d, commit: func() error {
 			r.mu.Lock()
 			if existing, err := r.existingGroup(req, spec, limits); existing != nil || err != nil {
 				// A config load declared the name, or another creation took
 				// the token or the last group, while the record was being
-				// written: the group is not created, and storage must say
-				// so too.
+				// written: the group is not created, and the stored
+				// contribution is put back as it was.
 				r.mu.Unlock()
-				r.resync(req.Name, v)
 				g = existing
+				if err == nil {
+					err = errOvertaken
+				}
 				return err
 			}
 			g = newGroup(r, req.Name, spec, SourceAPI)
 			g.created, g.clientToken = &params, req.ClientToken
-			g.version.Store(v)
 			g.lock()
 			g.register(spec.Config.Targets, ownerAPI)
 			g.publish()
@@ -204,10 +200,9 @@ func (r *Registry) modify(name, what string, apply func(*GroupConfig) error) err
 		if err != nil {
 			return edit{}, err
 		}
-		rec := g.record()
 		cfg := settings(spec.Config)
-		rec.Config = &cfg
-		return edit{rec: rec, apply: func() { g.setSpec(spec) }}, nil
+		d := delta{settings: &settingsEntry{Config: &cfg, Created: g.created, ClientToken: g.clientToken}}
+		return edit{delta: d, apply: func() { g.setSpec(spec) }}, nil
 	})
 	if err != nil {
 		return err
@@ -246,22 +241,17 @@ func (r *Registry) DeleteGroup(name string) error {
 			return plan{}, err
 		}
 		g.lock()
-		until := r.clock.Now().Add(g.spec.Attributes.DeregistrationDelay)
-		drop := make(map[TargetKey]time.Time)
 		var keys []TargetKey
 		for _, t := range g.sortedTargets() {
 			if t.state != StateDraining {
 				keys = append(keys, t.Key())
-				drop[t.Key()] = until
 			}
 		}
-		rec := g.record().with(nil, drop)
-		own := g.version.Load()
 		g.unlock()
-		// The tombstones stay, so that no older copy of the group can bring
-		// its targets back.
-		rec.Deleted, rec.Config, rec.Created, rec.ClientToken, rec.Targets = true, nil, nil, "", []TargetConfig{}
-		return plan{rec: rec, own: own, commit: func(v int64) error {
+		// The deletion is the group's floor: every registration older than
+		// it, on any node, died with the group.
+		d := delta{settings: &settingsEntry{Deleted: true}}
+		return plan{delta: d, commit: func() error {
 			r.mu.Lock()
 			// A config load may have come in between: checked again, with
 			// the group's removal, under the registry's lock.
@@ -271,7 +261,6 @@ func (r *Registry) DeleteGroup(name string) error {
 			}
 			if err != nil {
 				r.mu.Unlock()
-				r.resync(name, v)
 				return err
 			}
 			next := maps.Clone(*r.groups.Load())
@@ -329,15 +318,13 @@ func (r *Registry) RegisterTargets(name string, targets []TargetConfig) ([]Targe
 			return edit{}, err
 		}
 		norm = p.norm
-		if len(p.put) == 0 {
-			return edit{}, nil // registered as asked already: nothing to store
+		if len(p.record) == 0 {
+			return edit{}, nil // config targets as the config has them: nothing to store
 		}
-		return edit{rec: g.record().with(p.put, nil), apply: func() {
-			for _, t := range p.put {
-				delete(g.tombstones, t.Key())
-			}
-			g.register(p.put, ownerAPI)
-		}}, nil
+		// Every registration is stored, those that change nothing here
+		// too: this node may not have read a deregistration another node
+		// made, and the later of the two must win.
+		return edit{delta: delta{put: p.record}, apply: func() { g.register(p.put, ownerAPI) }}, nil
 	})
 	if err != nil {
 		return nil, err
@@ -349,6 +336,9 @@ func (r *Registry) RegisterTargets(name string, targets []TargetConfig) ([]Targe
 type registration struct {
 	norm []TargetConfig // the call's targets, normalised (port filled in)
 	put  []TargetConfig // those to register or update, one per target
+	// record are the registrations the call stores: one per target,
+	// those registered as asked already included, the config's excluded.
+	record []TargetConfig
 }
 
 // registerBatch validates every target against the group as it is and
@@ -371,7 +361,7 @@ func (g *Group) registerBatch(targets []TargetConfig) (registration, error) {
 		norm[i] = n
 		last[n.Key()] = i
 	}
-	var put []TargetConfig
+	var put, record []TargetConfig
 	added, revived := 0, 0
 	for i, n := range norm {
 		if last[n.Key()] != i {
@@ -382,10 +372,14 @@ func (g *Group) registerBatch(targets []TargetConfig) (registration, error) {
 			added++
 		case cur.state == StateDraining:
 			revived++
-		case cur.owner == ownerConfig || sameRegistration(cur.cfg, n):
-			continue // nothing to change
+		case cur.owner == ownerConfig:
+			continue // the config's
+		case sameRegistration(cur.cfg, n):
+			record = append(record, n)
+			continue // nothing to change here
 		}
 		put = append(put, n)
+		record = append(record, n)
 	}
 	live := 0
 	for _, t := range g.targets {
@@ -403,7 +397,7 @@ func (g *Group) registerBatch(targets []TargetConfig) (registration, error) {
 		return registration{}, errQuota("target group %q would hold %d targets, %d of them draining; max_targets_per_group is %d, and draining targets count until their deregistration delay ends",
 			g.name, total, len(g.targets)-live, limit)
 	}
-	return registration{norm: norm, put: put}, nil
+	return registration{norm: norm, put: put, record: record}, nil
 }
 
 // sameRegistration reports whether registering want changes nothing of
@@ -444,14 +438,18 @@ func (r *Registry) DeregisterTargets(name string, targets []TargetConfig) error 
 		if err != nil || len(d.keys) == 0 {
 			return edit{}, err // none of them is registered: nothing to store
 		}
-		return edit{rec: g.record().with(nil, d.drop), apply: func() { g.deregister(d.keys) }}, nil
+		return edit{delta: delta{drop: d.drop}, apply: func() {
+			for _, k := range d.keys {
+				g.deregisterUntil([]TargetKey{k}, d.drop[k])
+			}
+		}}, nil
 	})
 }
 
 // deregistration is what a DeregisterTargets call changes.
 type deregistration struct {
 	keys []TargetKey             // the targets to drain
-	drop map[TargetKey]time.Time // their tombstones in the record, until the delay ends
+	drop map[TargetKey]time.Time // when each one's drain ends
 }
 
 // deregisterBatch checks every target and works out which ones start

@@ -56,12 +56,15 @@ type Registry struct {
 	started bool
 	applied *App              // the app whose config is in force
 	tokens  map[string]string // CreateTargetGroup client tokens → group name
-	// names serialises the API's changes of one group name with the
-	// writes of their records (change.go).
+	// names serialises the changes of one group name with the writes of
+	// their records (change.go).
 	names nameLocks
-	// restoring holds what restore has not read from storage yet, which
-	// the API must not overwrite (restore.go).
-	restoring restoreState
+	// fleet is this node's part of the state the nodes sharing the
+	// storage share (fleet.go); syncEvery is the sync loop's period in
+	// nanoseconds (0: the default), syncDue wakes the loop.
+	fleet     *fleet
+	syncEvery atomic.Int64
+	syncDue   chan struct{}
 	// observe, when set, sees every event emitted (tests).
 	observe func(name string, data map[string]any)
 	clock   clock
@@ -102,7 +105,9 @@ func newRegistryOn(logger *zap.Logger, c clock) *Registry {
 
 		resolver: net.DefaultResolver,
 		stop:     make(chan struct{}),
+		syncDue:  make(chan struct{}, 1),
 	}
+	r.fleet = newFleet("", c.Now)
 	// A check that panics is a bug of ours; the scheduler keeps going and
 	// the log says where.
 	r.sched.SetPanicHandler(func(key string, recovered any, stack []byte) {
@@ -195,8 +200,9 @@ func (r *Registry) unschedule(g *Group, t *Target) { r.sched.Remove(schedKey(g, 
 // apply puts an app's config in force: config groups are created or
 // updated (keeping every target's health), their config targets reconciled,
 // and config groups no longer declared are removed. Groups created through
-// the API and targets registered through the API are left alone.
-func (r *Registry) apply(a *App) {
+// the API and targets registered through the API are left alone. It
+// reports whether this was the registry's first start.
+func (r *Registry) apply(a *App) (first bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	allowed, limits, st := a.allowed, a.limits, a.ctx.Storage()
@@ -240,9 +246,6 @@ func (r *Registry) apply(a *App) {
 			delete(next, name)
 		}
 	}
-	if !r.started {
-		r.restore(next)
-	}
 	// Targets registered through the API were checked against the config
 	// of their day; a load re-checks them all (and republishes every group,
 	// which a changed zone needs too).
@@ -254,10 +257,16 @@ func (r *Registry) apply(a *App) {
 	}
 	r.groups.Store(&next)
 	r.applied = a
-	if !r.started {
+	r.syncEvery.Store(int64(a.syncInterval))
+	first = !r.started
+	if first {
+		r.fleet.setNode(a.nodeID)
 		r.start()
+	} else if a.nodeID != r.fleet.node {
+		r.logger.Warn("node_id changes at the next start of Caddy, not at a config load", zap.String("node_id", r.fleet.node), zap.String("configured", a.nodeID))
 	}
 	current.Store(r)
+	return first
 }
 
 // start begins what runs for the registry's whole life: the health-check

@@ -11,19 +11,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// storagePrefix is where records live in Caddy's storage: one record per
-// group, so that nodes sharing a storage never rewrite each other's groups.
-const storagePrefix = "target_groups/groups/"
-
-func recordKey(name string) string { return storagePrefix + name + ".json" }
-
-// Storage timeouts. A write waits longer than a read: it may have to wait
-// for the storage lock of a writer that crashed (file system locks go stale
-// after 10 s).
-const (
-	saveTimeout    = 30 * time.Second
-	restoreTimeout = 10 * time.Second // of each listing and each record
-)
+// Storage timeouts. A locked write waits longer than a read: it may have to
+// wait for the storage lock of a writer that crashed (file system locks go
+// stale after 10 s). Only the sticky cookie key ring takes a lock.
+const saveTimeout = 30 * time.Second
 
 // storage is the storage of the config in force.
 func (r *Registry) storage() certmagic.Storage {
@@ -33,71 +24,128 @@ func (r *Registry) storage() certmagic.Storage {
 	return nil
 }
 
-// save writes rec as the record of group rec.Name and returns the version
-// it wrote, one above both the stored version and own, the version the
-// caller last wrote or read: a node that reads a newer version than its own
-// knows another node wrote in between. The file system storage writes
-// atomically (temporary file and rename). Callers hold the name's lock
-// (r.names), so that a group's records are written in the order of its
-// changes.
-func (r *Registry) save(rec groupRecord, own int64) (int64, error) {
-	st := r.storage()
-	if st == nil {
-		return own, nil
+// record stores what an API change of group writes into this node's
+// contribution, stamped with a new HLC: the change is in force on every
+// node once this returns (each applies it at its next sync). It returns the
+// contribution as it was, for revert. Called with the name's lock held.
+func (r *Registry) record(group string, d delta) (prev *contribution, err error) {
+	f := r.fleet
+	floor := merge(f.contributions(group)).floor
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	prev = f.own[group]
+	next := prev.with(f.node, group, d, f.hlc.next(), floor, r.clock.Now())
+	if err := r.storeOwn(group, next); err != nil {
+		r.logger.Error("target group storage failed", zap.String("group", group), zap.Error(err))
+		return prev, errStorageUnavailable(group, err)
 	}
-	err := r.readModifyWrite(st, recordKey(rec.Name), func(stored []byte, found bool) ([]byte, error) {
-		// Only the stored version matters here.
-		var prev struct {
-			Version int64 `json:"version"`
-		}
-		if found && json.Unmarshal(stored, &prev) != nil {
-			r.logger.Warn("replacing an unreadable target group record", zap.String("group", rec.Name))
-		}
-		rec.Version = max(prev.Version, own) + 1
-		raw, err := json.Marshal(rec)
-		if err != nil {
-			return nil, &storageError{"encoding", err}
-		}
-		return raw, nil
-	})
-	if err != nil {
-		var se *storageError
-		if !errors.As(err, &se) {
-			se = &storageError{"writing", err}
-		}
-		r.logger.Error("target group storage failed", zap.String("group", rec.Name), zap.String("operation", se.op), zap.Error(se.err))
-		return 0, errStorageUnavailable(rec.Name, se)
+	return prev, nil
+}
+
+// revert stores this node's contribution to group as it was before a
+// change that was stored but could not take effect (a config load
+// overtook it). Called with the name's lock held; a failure is logged and
+// retried by the sync loop.
+func (r *Registry) revert(group string, prev *contribution) {
+	f := r.fleet
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if prev == nil {
+		prev = &contribution{Node: f.node, Group: group, Targets: []targetEntry{}}
 	}
-	return rec.Version, nil
+	c := *prev
+	if err := r.storeOwn(group, &c); err != nil {
+		r.logger.Error("the stored record of the target group may differ from what is in force until storage answers", zap.String("group", group), zap.Error(err))
+	}
 }
 
 // errStorageUnavailable refuses a change whose record could not be written.
 // The change is not in force either: what the API acknowledges is exactly
-// what a restart brings back.
+// what a restart, or another node, brings back.
 func errStorageUnavailable(name string, err error) *Error {
 	return refuse(KindStorageUnavailable,
 		"target group %q was not changed: the change could not be written to storage (%v); retry once the storage is reachable", name, err)
 }
 
-// rewrite stores g's record as memory has it. It follows a change that a
-// config load overtook while its record was being written (the stored
-// record then says what the change would have made): storage follows
-// memory again. Called with the name's lock held; a failure is logged.
-func (r *Registry) rewrite(g *Group) {
-	g.lock()
-	rec, own := g.record(), g.version.Load()
-	g.unlock()
-	v, err := r.save(rec, own)
-	if err != nil {
-		r.logger.Error("the stored record of the target group may differ from what is in force until its next change", zap.String("group", g.name), zap.Error(err))
-		return
+// storeOwn writes c as this node's contribution to group, then the index
+// and head that tell peers about it, and makes it the node's own. Without
+// storage (tests), it is own at once. A write stored only in part marks
+// the group dirty: the sync loop writes it again. Called with f.mu held.
+func (r *Registry) storeOwn(group string, c *contribution) error {
+	f := r.fleet
+	st := r.storage()
+	if st == nil {
+		f.own[group] = c
+		return nil
 	}
-	g.version.Store(v)
+	seq := f.seq + 1
+	c.Seq = seq
+	index := f.index.clone()
+	index.Seq, index.Groups[group] = seq, seq
+	if err := storeJSON(st, contributionKey(f.node, group), c); err != nil {
+		return err
+	}
+	if err := r.storeIndexHead(st, index); err != nil {
+		f.dirty[group] = true
+		return err
+	}
+	f.own[group] = c
+	delete(f.dirty, group)
+	return nil
+}
+
+// storeIndexHead stores the node's index, then its head: a peer that sees
+// the head's seq move finds every record it names stored. Called with f.mu
+// held; on success the index is the node's.
+func (r *Registry) storeIndexHead(st certmagic.Storage, index nodeIndex) error {
+	f := r.fleet
+	if err := storeJSON(st, indexKey(f.node), index); err != nil {
+		return err
+	}
+	now := r.clock.Now().UTC()
+	head := nodeHead{Node: f.node, Epoch: f.epoch, Seq: index.Seq, Heartbeat: now, Zone: r.Zone()}
+	if err := storeJSON(st, headKey(f.node), head); err != nil {
+		return err
+	}
+	f.seq, f.index, f.lastHeartbeat = index.Seq, index, now
+	return nil
+}
+
+// storeJSON stores v as JSON under key, within storageCallTimeout.
+func storeJSON(st certmagic.Storage, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return &storageError{"encoding", err}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storageCallTimeout)
+	defer cancel()
+	if err := st.Store(ctx, key, raw); err != nil {
+		return &storageError{"writing", err}
+	}
+	return nil
+}
+
+// loadJSON loads key into v within storageCallTimeout; found is false
+// when the key does not exist. A value that does not decode is an error.
+func loadJSON(st certmagic.Storage, key string, v any) (found bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storageCallTimeout)
+	defer cancel()
+	raw, err := st.Load(ctx, key)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, &storageError{"reading", err}
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, &storageError{"decoding", err}
+	}
+	return true, nil
 }
 
 // storageError is a failed storage call and the step it was for.
 type storageError struct {
-	op  string // locking, reading, encoding, writing, removing
+	op  string // locking, reading, decoding, encoding, writing, listing
 	err error
 }
 
@@ -140,8 +188,7 @@ func (r *Registry) locked(st certmagic.Storage, key string, timeout time.Duratio
 }
 
 // unlockStorage releases a storage lock, within a bound of its own: a
-// storage that stopped answering must not hold the caller (for a record,
-// the group's name lock and every later change of the group) for ever.
+// storage that stopped answering must not hold the caller for ever.
 func (r *Registry) unlockStorage(st certmagic.Storage, key string) {
 	ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
 	defer cancel()

@@ -112,34 +112,54 @@ func (s *flakyStorage) List(ctx context.Context, prefix string, recursive bool) 
 	return s.Storage.List(ctx, prefix, recursive)
 }
 
-// record reads a group's stored record; ok is false when there is none.
-func (s *flakyStorage) record(t *testing.T, name string) (rec groupRecord, ok bool) {
+// contribution reads a node's stored contribution to a group; ok is false
+// when there is none.
+func (s *flakyStorage) contribution(t *testing.T, node, group string) (c contribution, ok bool) {
 	t.Helper()
-	raw, err := s.Storage.Load(context.Background(), recordKey(name))
+	raw, err := s.Storage.Load(context.Background(), contributionKey(node, group))
 	if errors.Is(err, fs.ErrNotExist) {
-		return rec, false
+		return c, false
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(raw, &rec); err != nil {
+	if err := json.Unmarshal(raw, &c); err != nil {
 		t.Fatal(err)
 	}
-	return rec, true
+	return c, true
+}
+
+// registered lists the targets a stored contribution registers.
+func (c contribution) registered() []TargetKey {
+	var out []TargetKey
+	for _, e := range c.Targets {
+		if e.Op == opRegister {
+			out = append(out, e.Key())
+		}
+	}
+	return out
 }
 
 func newTestClock() *fakeClock {
 	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 }
 
-// startRegistry starts a registry on st as the first config load does: the
-// config's groups (each with its config targets) first, then restore.
-// setup, when given, runs before restore.
+// startRegistry starts node "a" on st as the first config load does: the
+// config's groups (each with its config targets) first, then the first
+// sync. setup, when given, runs before the sync.
 func startRegistry(t *testing.T, st certmagic.Storage, clock *fakeClock, config map[string]*GroupConfig, setup ...func(*Registry)) *Registry {
 	t.Helper()
-	r := newRegistry(zap.NewNop())
-	r.clock = clock
-	r.store.Store(&st)
+	return startNode(t, "a", st, clock, config, setup...)
+}
+
+// startNode starts the named node of a fleet on st.
+func startNode(t *testing.T, node string, st certmagic.Storage, clock *fakeClock, config map[string]*GroupConfig, setup ...func(*Registry)) *Registry {
+	t.Helper()
+	r := newRegistryOn(zap.NewNop(), clock)
+	r.fleet.setNode(node)
+	if st != nil {
+		r.store.Store(&st)
+	}
 	for _, f := range setup {
 		f(r)
 	}
@@ -155,9 +175,9 @@ func startRegistry(t *testing.T, st certmagic.Storage, clock *fakeClock, config 
 		next[name] = g
 	}
 	r.mu.Lock()
-	r.restore(next)
 	r.groups.Store(&next)
 	r.mu.Unlock()
+	r.firstSync()
 	return r
 }
 
@@ -240,10 +260,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// A restore whose listing fails is retried, with backoff, until it
-// succeeds; meanwhile every API write is refused and changes nothing, so
-// that none overwrites a record not restored yet.
-func TestFailedListingIsRetriedAndWritesWait(t *testing.T) {
+// Storage that can't be read at the start leaves the config's groups in
+// force and refuses every API write, which changes nothing, until a sync
+// reads it; then the fleet's groups are back and writes are taken.
+func TestStorageDownAtStartRefusesWritesUntilRead(t *testing.T) {
 	st, clock := newFlakyStorage(t), newTestClock()
 	r1 := startRegistry(t, st, clock, webConfig())
 	mustRegister(t, r1, "web", local(2, 3, 4))
@@ -266,19 +286,13 @@ func TestFailedListingIsRetriedAndWritesWait(t *testing.T) {
 	if after := fingerprint(t, r2); after != before {
 		t.Fatalf("refused writes changed the state:\nbefore %s\nafter  %s", before, after)
 	}
+	r2.syncOnce() // still down
+	if r2.Group("api") != nil {
+		t.Fatal("a failed sync restored the api group")
+	}
 
-	atStart := st.count("List", "target_groups/groups")
-	retries := func() int { return st.count("List", "target_groups/groups") - atStart }
-	clock.Advance(time.Second)
-	if retries() != 1 {
-		t.Fatalf("%d retries after 1s, want 1", retries())
-	}
 	st.heal()
-	clock.Advance(time.Second) // the second retry waits twice as long
-	if retries() != 1 || r2.Group("api") != nil {
-		t.Fatalf("retried after 1s instead of 2s: %d retries", retries())
-	}
-	clock.Advance(time.Second)
+	r2.syncOnce()
 	if got := described(r2, "web"); len(got) != 4 || r2.Group("api") == nil {
 		t.Fatalf("after the storage came back: web %v, api %v", got, r2.Group("api"))
 	}
@@ -288,90 +302,6 @@ func TestFailedListingIsRetriedAndWritesWait(t *testing.T) {
 	r3 := startRegistry(t, st, clock, webConfig())
 	if got := described(r3, "web"); len(got) != 5 || len(described(r3, "api")) != 1 {
 		t.Fatalf("after the next restart: web %v, api %v", got, described(r3, "api"))
-	}
-}
-
-// A record that fails to load is retried on its own; the group it belongs
-// to refuses writes until it is read, the others take them at once.
-func TestUnreadRecordIsRetriedAndItsGroupWaits(t *testing.T) {
-	st, clock := newFlakyStorage(t), newTestClock()
-	r1 := startRegistry(t, st, clock, webConfig())
-	mustRegister(t, r1, "web", local(2))
-	mustCreate(t, r1, apiGroup("api", 80, TargetConfig{ID: "10.0.0.1"}))
-	mustCreate(t, r1, apiGroup("other", 80, TargetConfig{ID: "10.0.0.2"}))
-	must(t, r1.Destruct())
-
-	st.setFail(func(_ context.Context, op, key string) error {
-		if op == "Load" && (key == recordKey("web") || key == recordKey("api")) {
-			return errStorageDown
-		}
-		return nil
-	})
-	r2 := startRegistry(t, st, clock, webConfig())
-	if len(described(r2, "web")) != 1 || r2.Group("api") != nil || len(described(r2, "other")) != 1 {
-		t.Fatalf("restored web %v, api %v, other %v", described(r2, "web"), r2.Group("api"), described(r2, "other"))
-	}
-	mustRegister(t, r2, "other", local(3))
-	_, err := r2.RegisterTargets("web", local(3))
-	expectRefusal(t, "register into web", err, KindStorageUnavailable)
-	_, _, err = r2.CreateGroup(apiGroup("api", 80))
-	expectRefusal(t, "create api", err, KindStorageUnavailable)
-	if len(described(r2, "web")) != 1 {
-		t.Fatalf("a refused registration changed web: %v", described(r2, "web"))
-	}
-
-	st.heal()
-	clock.Advance(time.Second)
-	if len(described(r2, "web")) != 2 || len(described(r2, "api")) != 1 {
-		t.Fatalf("after the retry: web %v, api %v", described(r2, "web"), described(r2, "api"))
-	}
-	mustRegister(t, r2, "web", local(3))
-	if rec, _ := st.record(t, "web"); len(rec.Targets) != 2 {
-		t.Fatalf("web's record holds %v, want its 2 API targets", rec.Targets)
-	}
-}
-
-// Each record has its own timeout: a storage that hangs delays the start
-// by one timeout, not one per record, and what it held back is read later.
-func TestRestoreTimesOutPerRecord(t *testing.T) {
-	st, clock := newFlakyStorage(t), newTestClock()
-	r1 := startRegistry(t, st, clock, nil)
-	for _, name := range []string{"aaa", "bbb", "ccc"} {
-		mustCreate(t, r1, apiGroup(name, 80, TargetConfig{ID: "10.0.0.1"}))
-	}
-	must(t, r1.Destruct())
-
-	hang := true
-	var hangMu sync.Mutex
-	st.setFail(func(ctx context.Context, op, key string) error {
-		hangMu.Lock()
-		h := hang
-		hangMu.Unlock()
-		if op == "Load" && key == recordKey("aaa") && h {
-			<-ctx.Done()
-			return ctx.Err()
-		}
-		return nil
-	})
-	start := time.Now()
-	r2 := startRegistry(t, st, clock, nil, func(r *Registry) { r.restoring.timeout = 50 * time.Millisecond })
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("the start took %s", d)
-	}
-	if len(r2.Groups()) != 0 {
-		t.Fatalf("restored %d groups past a hanging record", len(r2.Groups()))
-	}
-	for _, name := range []string{"aaa", "ccc"} {
-		if err := r2.restoring.writable(name); err == nil {
-			t.Fatalf("%s is writable before its record was read", name)
-		}
-	}
-	hangMu.Lock()
-	hang = false
-	hangMu.Unlock()
-	clock.Advance(time.Second)
-	if len(r2.Groups()) != 3 {
-		t.Fatalf("after the retry: %d groups, want 3", len(r2.Groups()))
 	}
 }
 
@@ -406,8 +336,9 @@ func TestUnstorableChangeChangesNothing(t *testing.T) {
 			t.Fatalf("%s was refused but changed the state:\nbefore %s\nafter  %s", what, before, after)
 		}
 	}
-	// Re-registering what is registered stores nothing, so it succeeds.
-	mustRegister(t, r, "web", local(2))
+	// Re-registering a config target as the config has it stores
+	// nothing, so it succeeds.
+	mustRegister(t, r, "web", []TargetConfig{{ID: "127.0.0.1", Port: 1, AvailabilityZone: "a"}})
 
 	st.heal()
 	mustRegister(t, r, "web", local(4))
@@ -433,7 +364,7 @@ func holdStore(st *flakyStorage, name string) (written, release chan struct{}) {
 	written, release = make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	st.setFail(func(_ context.Context, op, key string) error {
-		if op == "Store" && key == recordKey(name) {
+		if op == "Store" && key == contributionKey("a", name) {
 			once.Do(func() {
 				close(written)
 				<-release
@@ -447,7 +378,7 @@ func holdStore(st *flakyStorage, name string) (written, release chan struct{}) {
 // A config load that comes in while a change's record is being written
 // does not lose to the change: the change is validated again against what
 // the load put in force before it applies, refused when it no longer fits,
-// and storage follows memory again.
+// and the stored contribution is put back as it was.
 func TestChangeOvertakenByConfigLoad(t *testing.T) {
 	st := newFlakyStorage(t)
 	r := startRegistry(t, st, newTestClock(), webConfig())
@@ -468,8 +399,8 @@ func TestChangeOvertakenByConfigLoad(t *testing.T) {
 	if got := described(r, "web"); len(got) != 1 {
 		t.Fatalf("web holds %v, want its config target only", got)
 	}
-	if rec, _ := st.record(t, "web"); len(rec.Targets) != 0 {
-		t.Fatalf("the stored record keeps the refused target: %+v", rec.Targets)
+	if c, _ := st.contribution(t, "a", "web"); len(c.registered()) != 0 {
+		t.Fatalf("the stored contribution keeps the refused target: %+v", c.Targets)
 	}
 
 	// A load takes an API group over while its attributes change.
@@ -484,8 +415,8 @@ func TestChangeOvertakenByConfigLoad(t *testing.T) {
 	if v := api.Spec().Config.Attributes[AttrDeregistrationDelay]; v != "300" {
 		t.Fatalf("the refused change applied: deregistration delay %s", v)
 	}
-	if rec, _ := st.record(t, "api"); rec.Source != SourceConfig || rec.Config != nil {
-		t.Fatalf("the stored record is not the config's: source %s, settings %v", rec.Source, rec.Config)
+	if c, _ := st.contribution(t, "a", "api"); c.Settings == nil || c.Settings.Config.Attributes[AttrDeregistrationDelay] == "5" {
+		t.Fatalf("the stored contribution keeps the refused change: %+v", c.Settings)
 	}
 }
 
@@ -500,7 +431,7 @@ func TestDeleteThenCreateOfOneNameAreStoredInOrder(t *testing.T) {
 	blocked, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	st.setFail(func(_ context.Context, op, key string) error {
-		if op == "Store" && key == recordKey("api") && r.Group("api") != nil && r.Group("api").Spec().Config.Port == 80 {
+		if op == "Store" && key == contributionKey("a", "api") && r.Group("api") != nil && r.Group("api").Spec().Config.Port == 80 {
 			// The delete's write: hold it until the create has been asked for.
 			once.Do(func() { close(blocked) })
 			<-release
@@ -534,40 +465,38 @@ func TestDeleteThenCreateOfOneNameAreStoredInOrder(t *testing.T) {
 	}
 }
 
-// The record of a deleted group stays while it may be needed (its
-// tombstones, and other nodes' older copies), then a start removes it.
-func TestDeletedRecordIsRemovedOnceUnneeded(t *testing.T) {
+// A deregistration is kept in the contribution for a day after its drain
+// ended, so that no node's older registration outlives it, and dropped at
+// the node's next write after that.
+func TestDeregistrationsAreDroppedADayAfterTheirDrain(t *testing.T) {
 	st, clock := newFlakyStorage(t), newTestClock()
-	r := startRegistry(t, st, clock, nil)
-	mustCreate(t, r, apiGroup("gone", 80, TargetConfig{ID: "10.0.0.1"}))
-	must(t, r.DeleteGroup("gone"))
-	must(t, r.Destruct())
-	rec, ok := st.record(t, "gone")
-	if !ok || !rec.Deleted || len(rec.Tombstones) != 1 {
-		t.Fatalf("deleted record %+v (stored %v), want deleted with the target's tombstone", rec, ok)
+	r := startRegistry(t, st, clock, webConfig())
+	mustRegister(t, r, "web", local(2, 3))
+	must(t, r.DeregisterTargets("web", local(2)))
+	entry := func() (targetEntry, bool) {
+		c, _ := st.contribution(t, "a", "web")
+		for _, e := range c.Targets {
+			if e.Port == 2 {
+				return e, true
+			}
+		}
+		return targetEntry{}, false
 	}
-
-	clock.Advance(time.Hour)
-	r2 := startRegistry(t, st, clock, nil)
-	if _, ok := st.record(t, "gone"); !ok || r2.Group("gone") != nil {
-		t.Fatal("the deleted record went before its time, or the group came back")
+	if e, ok := entry(); !ok || e.Op != opDeregister || !e.Until.Equal(clock.Now().Add(300*time.Second)) {
+		t.Fatalf("stored deregistration %+v (%v)", e, ok)
 	}
-	must(t, r2.Destruct())
-
-	clock.Advance(deletedRecordTTL)
-	startRegistry(t, st, clock, nil)
-	if _, ok := st.record(t, "gone"); ok {
-		t.Fatal("the record of a group deleted a day ago is still stored")
+	clock.Advance(300*time.Second + tombstoneTTL - time.Minute)
+	mustRegister(t, r, "web", local(4))
+	if _, ok := entry(); !ok {
+		t.Fatal("the deregistration went before its time")
 	}
-
-	// A tombstone still in force keeps a record, however old.
-	rec.UpdatedAt = clock.Now().Add(-2 * deletedRecordTTL)
-	rec.Tombstones = []tombstone{{ID: "10.0.0.1", Port: 80, Until: clock.Now().Add(time.Minute)}}
-	raw, _ := json.Marshal(rec)
-	must(t, st.Storage.Store(context.Background(), recordKey("gone"), raw))
-	startRegistry(t, st, clock, nil)
-	if _, ok := st.record(t, "gone"); !ok {
-		t.Fatal("a deleted record with a tombstone in force was removed")
+	clock.Advance(2 * time.Minute)
+	mustRegister(t, r, "web", local(5))
+	if e, ok := entry(); ok {
+		t.Fatalf("a deregistration a day past its drain is still stored: %+v", e)
+	}
+	if got := described(r, "web"); strings.Join(got, ",") != "127.0.0.1:1 unavailable,127.0.0.1:3 unavailable,127.0.0.1:4 unavailable,127.0.0.1:5 unavailable" {
+		t.Fatalf("web holds %v", got)
 	}
 }
 
@@ -600,7 +529,7 @@ func TestRestoreKeepsTargetsThatNoLongerFit(t *testing.T) {
 		t.Fatalf("a stored target outside allowed_cidrs is %s (%s)", d.State, d.Reason)
 	}
 	mustRegister(t, r2, "web", local(2))
-	if rec, _ := st.record(t, "web"); len(rec.Targets) != 2 {
-		t.Fatalf("the record lost the target that does not fit: %v", rec.Targets)
+	if c, _ := st.contribution(t, "a", "web"); len(c.registered()) != 2 {
+		t.Fatalf("the contribution lost the target that does not fit: %v", c.Targets)
 	}
 }

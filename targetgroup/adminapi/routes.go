@@ -148,12 +148,33 @@ type TargetsRequest struct {
 	Targets []targetgroup.TargetConfig `json:"targets"`
 }
 
+// describeTargetHealth answers DescribeTargetHealth; ?scope=cluster adds,
+// per target, the state every node of the fleet sees.
 func describeTargetHealth(c *call) (any, error) {
 	keys, err := targetFilter(c.r, c.g)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"targets": c.g.DescribeTargetHealth(keys...)}, nil
+	cluster := false
+	switch scope := c.r.URL.Query().Get("scope"); scope {
+	case "", "node":
+	case "cluster":
+		cluster = true
+	default:
+		return nil, invalid("scope", "%q must be node (this Caddy's view, the default) or cluster (every node's)", scope)
+	}
+	ds := c.g.DescribeTargetHealth(keys...)
+	if cluster {
+		keys = make([]targetgroup.TargetKey, len(ds))
+		for i, d := range ds {
+			keys[i] = d.Target.Key()
+		}
+		states := c.reg.ClusterStates(c.g, keys)
+		for i := range ds {
+			ds[i].Nodes = states[keys[i]]
+		}
+	}
+	return map[string]any{"targets": ds}, nil
 }
 
 func registerTargets(c *call) (any, error) {
