@@ -121,6 +121,15 @@ func TestFleetLaterChangeWins(t *testing.T) {
 	f.sync()
 	f.sync()
 	f.expect("web", "127.0.0.1:1 unavailable,127.0.0.1:2 draining", "a", "b")
+
+	// A deregistration through a node that has not read the registration
+	// yet still wins over it.
+	mustRegister(t, f.nodes["a"], "web", local(3))
+	f.clock.Advance(time.Millisecond)
+	must(t, f.nodes["b"].DeregisterTargets("web", local(3)))
+	f.sync()
+	f.expect("web", "127.0.0.1:1 unavailable,127.0.0.1:2 draining,127.0.0.1:3 draining", "a")
+	f.expect("web", "127.0.0.1:1 unavailable,127.0.0.1:2 draining", "b")
 }
 
 // A node that missed a deregistration (paused) does not bring the target

@@ -435,8 +435,8 @@ func (r *Registry) DeregisterTargets(name string, targets []TargetConfig) error 
 	}
 	return r.changeGroup(name, func(g *Group) (edit, error) {
 		d, err := g.deregisterBatch(targets)
-		if err != nil || len(d.keys) == 0 {
-			return edit{}, err // none of them is registered: nothing to store
+		if err != nil || len(d.drop) == 0 {
+			return edit{}, err // all of them drain already: nothing to store
 		}
 		return edit{delta: delta{drop: d.drop}, apply: func() {
 			for _, k := range d.keys {
@@ -481,15 +481,20 @@ func (g *Group) deregisterBatch(targets []TargetConfig) (deregistration, error) 
 	until := g.reg.clock.Now().Add(g.spec.Attributes.DeregistrationDelay)
 	for _, k := range keys {
 		t := g.targets[k]
-		if t == nil || t.state == StateDraining {
+		if t != nil && t.state == StateDraining {
 			continue
 		}
 		if _, dup := d.drop[k]; dup {
 			continue
 		}
-		// Live config targets were refused above: what drains is the API's.
-		d.keys = append(d.keys, k)
+		// A target this node does not hold is deregistered too: another
+		// node may have registered it a moment ago, and the later of the
+		// two changes must win. Live config targets were refused above:
+		// what drains is the API's.
 		d.drop[k] = until
+		if t != nil {
+			d.keys = append(d.keys, k)
+		}
 	}
 	return d, nil
 }

@@ -317,8 +317,15 @@ func (r *Registry) discover(st certmagic.Storage, changed map[string]bool) error
 	if err != nil {
 		return err
 	}
-	if !found || head.Epoch != f.epoch || head.Seq < f.seq {
-		r.logger.Warn("this node's records are missing from storage; writing them again", zap.String("node", f.node))
+	f.mu.Lock()
+	seq := f.seq
+	f.mu.Unlock()
+	if !found || head.Epoch != f.epoch || head.Seq < seq {
+		if found && head.Epoch != f.epoch {
+			r.logger.Error("another Caddy writes as this node: node_id must be unique among the nodes sharing a storage", zap.String("node", f.node))
+		} else {
+			r.logger.Warn("this node's records are missing from storage; writing them again", zap.String("node", f.node))
+		}
 		f.mu.Lock()
 		for g := range f.own {
 			f.dirty[g] = true
