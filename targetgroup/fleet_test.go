@@ -257,14 +257,22 @@ func TestFleetStorageDataLoss(t *testing.T) {
 	f := newTestFleet(t, "a", "b")
 	mustRegister(t, f.nodes["a"], "web", local(2))
 	mustRegister(t, f.nodes["b"], "web", local(3))
+	must(t, f.nodes["a"].rotateKeys())
+	must(t, f.nodes["b"].rotateKeys())
+	cookie, err := f.nodes["a"].Keyring().Seal(selection.Sticky{Group: "web", ID: "127.0.0.1", Port: 2, Expires: f.clock.Now().Add(time.Hour)})
+	must(t, err)
 	f.sync()
 	root := f.st.Storage.(*certmagic.FileStorage).Path
 	must(t, os.RemoveAll(filepath.Join(root, "target_groups")))
-	f.clock.Advance(discoverEvery)
+	f.clock.Advance(keysEvery)
 	f.sync()
 	f.expect("web", "127.0.0.1:1 unavailable,127.0.0.1:2 unavailable,127.0.0.1:3 unavailable", "a", "b")
-	f.start("c")
+	c := f.start("c")
 	f.expect("web", "127.0.0.1:1 unavailable,127.0.0.1:2 unavailable,127.0.0.1:3 unavailable", "c")
+	must(t, c.rotateKeys())
+	if _, err := c.Keyring().Open(cookie, "web", f.clock.Now()); err != nil {
+		t.Fatalf("a cookie sealed before the storage lost its data does not open on a new node: %v", err)
+	}
 }
 
 // ?scope=cluster: every node's own view of each target.

@@ -44,7 +44,10 @@ func (r *Registry) rotateKeys() error {
 		keys, _, err = selection.Rotate(r.memKeys, now, keyRotation, keyLifetime)
 	} else {
 		err = r.readModifyWrite(st, keysKey, func(stored []byte, found bool) ([]byte, error) {
-			var prev []selection.Key
+			// A ring missing from storage (lost with its data) is this
+			// node's ring, not a new one: the cookies sealed so far must
+			// keep opening.
+			prev := r.memKeys
 			if found {
 				var bad error
 				if prev, bad = selection.UnmarshalKeys(stored); bad != nil {
@@ -53,7 +56,7 @@ func (r *Registry) rotateKeys() error {
 				}
 			}
 			var err error
-			if keys, changed, err = selection.Rotate(prev, now, keyRotation, keyLifetime); err != nil || !changed {
+			if keys, changed, err = selection.Rotate(prev, now, keyRotation, keyLifetime); err != nil || !changed && found {
 				return nil, err
 			}
 			return selection.MarshalKeys(keys)
@@ -102,6 +105,20 @@ func (r *Registry) reloadKeys() error {
 		keys = stored
 	case !errors.Is(err, fs.ErrNotExist):
 		return err
+	case len(keys) > 0:
+		// The storage lost the ring (a Redis restarted without its data):
+		// store it again before a node that starts creates another one and
+		// the cookies sealed so far stop opening.
+		err := r.readModifyWrite(st, keysKey, func(_ []byte, found bool) ([]byte, error) {
+			if found {
+				return nil, nil
+			}
+			return selection.MarshalKeys(keys)
+		})
+		if err != nil {
+			return err
+		}
+		r.logger.Warn("the sticky cookie keys were missing from storage; stored them again")
 	}
 	if len(keys) == 0 {
 		return nil
