@@ -70,11 +70,10 @@ func (x nodeIndex) clone() nodeIndex {
 // Sync defaults.
 const (
 	defaultSyncInterval = 250 * time.Millisecond
-	// discoverEvery: how often the node lists the fleet's nodes to find new
-	// peers, and checks that its own records are still stored (a storage
-	// restarted without its data loses them; the node then writes them
-	// again).
-	discoverEvery = 5 * time.Second
+	// ownCheckEvery: how often the node checks that its own records are
+	// still stored (a storage restarted without its data loses them; the
+	// node then writes them again).
+	ownCheckEvery = 5 * time.Second
 	// heartbeatEvery: how often the node rewrites its head when nothing
 	// changes, so that peers see it alive.
 	heartbeatEvery = 10 * time.Second
@@ -116,7 +115,7 @@ type fleet struct {
 	lastHeartbeat time.Time
 
 	// The sync loop's own state (its goroutine only).
-	lastDiscover, lastKeys time.Time
+	lastOwnCheck, lastKeys time.Time
 	healthWritten          map[string]healthDigest
 	lastSyncError          time.Time
 }

@@ -66,11 +66,14 @@ func (r *Registry) syncOnce() {
 	now := r.clock.Now()
 	r.storeDirty(st)
 	changed := map[string]bool{}
-	if now.Sub(f.lastDiscover) >= discoverEvery {
-		if err := r.discover(st, changed); err != nil {
-			r.syncFailed("looking for the fleet's nodes in storage failed", err)
+	if err := r.discover(st, changed); err != nil {
+		r.syncFailed("looking for the fleet's nodes in storage failed", err)
+	}
+	if now.Sub(f.lastOwnCheck) >= ownCheckEvery {
+		if err := r.checkOwn(st); err != nil {
+			r.syncFailed("reading this node's own head from storage failed", err)
 		} else {
-			f.lastDiscover = now
+			f.lastOwnCheck = now
 		}
 	}
 	if err := r.pollPeers(st, changed); err != nil {
@@ -286,9 +289,9 @@ func (r *Registry) readContribution(st certmagic.Storage, node, group string) (*
 	return &c, nil
 }
 
-// discover finds nodes that joined the fleet, and checks that this node's
-// own records are still stored: a storage that lost its data (a Redis
-// restarted without persistence) gets them written again.
+// discover finds nodes that joined the fleet: one listing of the nodes'
+// directory, at every turn, so that a node's changes are followed from its
+// first one.
 func (r *Registry) discover(st certmagic.Storage, changed map[string]bool) error {
 	f := r.fleet
 	nodes, err := listNodes(st)
@@ -312,6 +315,14 @@ func (r *Registry) discover(st certmagic.Storage, changed map[string]bool) error
 		r.setPeer(n, p, changed)
 		r.logger.Info("a node joined the fleet", zap.String("node", f.node), zap.String("peer", n))
 	}
+	return nil
+}
+
+// checkOwn checks that this node's own records are still stored: a storage
+// that lost its data (a Redis restarted without persistence) gets them
+// written again.
+func (r *Registry) checkOwn(st certmagic.Storage) error {
+	f := r.fleet
 	var head nodeHead
 	found, err := loadJSON(st, headKey(f.node), &head)
 	if err != nil {
