@@ -3,6 +3,7 @@ package targetgroup
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
 
 	"github.com/caddy-targetgroup/caddy-targetgroup/selection"
 )
@@ -360,5 +362,81 @@ func TestLegacyRecordsAreImported(t *testing.T) {
 	r2 := startNode(t, "b", st, clock, webConfig())
 	if _, ok := st.contribution(t, "b", "api"); ok || len(described(r2, "api")) != 1 {
 		t.Fatal("b imported the old records too, or does not see a's import")
+	}
+}
+
+// BenchmarkFleetAtScale: 100 groups of 1,000 targets, created and
+// registered through one node of three sharing a file system storage. It
+// reports how long a peer's sync takes to catch up with all of it, and
+// then, at that scale, what one change (a deregistration) costs: the write
+// through the API,
+// and the sync turn that puts it in force on a peer (what bounds the
+// convergence time beside the sync interval).
+//
+//	go test ./targetgroup -run '^$' -bench FleetAtScale -benchtime 1x
+func BenchmarkFleetAtScale(b *testing.B) {
+	const groups, perGroup, batch = 100, 1000, 250
+	for b.Loop() {
+		b.StopTimer()
+		st, clock := &certmagic.FileStorage{Path: b.TempDir()}, newTestClock()
+		nodes := map[string]*Registry{}
+		for _, n := range []string{"a", "b", "c"} {
+			r := newRegistryOn(zap.NewNop(), clock)
+			r.fleet.setNode(n)
+			var s certmagic.Storage = st
+			r.store.Store(&s)
+			empty := map[string]*Group{}
+			r.groups.Store(&empty)
+			r.firstSync()
+			nodes[n] = r
+		}
+		a := nodes["a"]
+		for g := range groups {
+			name := fmt.Sprintf("group-%03d", g)
+			if _, _, err := a.CreateGroup(CreateRequest{Name: name, GroupConfig: GroupConfig{Port: 80, HealthCheck: &HealthCheckConfig{Enabled: &noChecks}}}); err != nil {
+				b.Fatal(err)
+			}
+			for lo := 0; lo < perGroup; lo += batch {
+				ts := make([]TargetConfig, batch)
+				for i := range ts {
+					n := g*perGroup + lo + i
+					ts[i] = TargetConfig{ID: fmt.Sprintf("10.%d.%d.%d", n>>16&0xff, n>>8&0xff, n&0xff)}
+				}
+				if _, err := a.RegisterTargets(name, ts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.StartTimer()
+		start := time.Now()
+		nodes["b"].syncOnce()
+		catchUp := time.Since(start)
+		if n := len(nodes["b"].Groups()); n != groups {
+			b.Fatalf("b holds %d groups after one sync", n)
+		}
+		start = time.Now()
+		gone := TargetConfig{ID: "10.0.195.80", Port: 80} // the 50,000th: in group-050
+		if err := a.DeregisterTargets("group-050", []TargetConfig{gone}); err != nil {
+			b.Fatal(err)
+		}
+		write := time.Since(start)
+		start = time.Now()
+		nodes["b"].syncOnce()
+		apply := time.Since(start)
+		start = time.Now()
+		nodes["b"].syncOnce()
+		idle := time.Since(start)
+		b.StopTimer()
+		if d := nodes["b"].Group("group-050").DescribeTargetHealth(gone.Key()); d[0].TargetHealth.State != StateDraining {
+			b.Fatalf("on b the deregistered target is %s", d[0].TargetHealth.State)
+		}
+		b.ReportMetric(float64(catchUp.Milliseconds()), "catch-up-ms")
+		b.ReportMetric(float64(write.Microseconds())/1000, "change-write-ms")
+		b.ReportMetric(float64(apply.Microseconds())/1000, "change-sync-ms")
+		b.ReportMetric(float64(idle.Microseconds())/1000, "idle-sync-ms")
+		for _, r := range nodes {
+			_ = r.Destruct()
+		}
+		b.StartTimer()
 	}
 }
