@@ -2,8 +2,9 @@
 # make reliability: the reliability suite (integration/reliability_test.go)
 # at full length against a real Caddy process built with the plugin: churn
 # for RELIABILITY_SECONDS (default 60), draining, 20 reloads under load,
-# kill -9 and restart, and a backend dying under load. `make test` runs the
-# same suite in its short form (RELIABILITY_SECONDS defaults to 10 there).
+# kill -9 and restart, and a backend dying under load; then the fleet suite
+# (integration/fleet) in its long form. `make test` runs both in their short
+# forms (RELIABILITY_SECONDS defaults to 10 there).
 #
 #   RELIABILITY_SECONDS=60  how long the churn scenario runs
 #   RELIABILITY_RACE=1      build Caddy with the race detector (bin/caddy-race),
@@ -16,6 +17,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 export RELIABILITY_SECONDS=${RELIABILITY_SECONDS:-60}
 
+# The fleet suite needs the Redis storage module in the binary.
+export CADDY_WITH="${CADDY_WITH:-} github.com/pberkel/caddy-storage-redis@v1.8.1"
 if [ -z "${CADDY_BINARY:-}" ]; then
 	if [ "${RELIABILITY_RACE:-1}" = 1 ]; then
 		echo "== build Caddy with the plugin and the race detector (xcaddy)"
@@ -36,3 +39,14 @@ if ! go test -race -count=1 -timeout 30m -run '^TestReliability$' -v ./integrati
 	exit 1
 fi
 echo "ok: reliability suite passed"
+
+echo "== fleet suite, long form (three Caddy nodes on one Redis)"
+if ! command -v redis-server >/dev/null 2>&1; then
+	echo "redis-server is missing: install Debian's redis-server (.ci/run does)" >&2
+	exit 1
+fi
+if ! FLEET_LONG=1 go test -race -count=1 -timeout 30m -v ./integration/fleet; then
+	echo "fleet suite failed" >&2
+	exit 1
+fi
+echo "ok: fleet suite passed"

@@ -32,17 +32,22 @@ fi
 step "go vet"
 go vet ./...
 
+# Both Caddy builds carry the Redis storage module beside the plugin: the
+# fleet suite (integration/fleet) runs several of them on one redis-server.
+fleet_modules="github.com/pberkel/caddy-storage-redis@v1.8.1"
 step "build Caddy with the plugin (xcaddy)"
-scripts/build-caddy.sh
+CADDY_WITH="${CADDY_WITH:-} $fleet_modules" scripts/build-caddy.sh
 step "build Caddy with the race detector"
-XCADDY_RACE_DETECTOR=1 CADDY_OUTPUT="$PWD/bin/caddy-race" scripts/build-caddy.sh
+XCADDY_RACE_DETECTOR=1 CADDY_WITH="${CADDY_WITH:-} $fleet_modules" CADDY_OUTPUT="$PWD/bin/caddy-race" scripts/build-caddy.sh
 # The built-binary tests run against the race-detector Caddy and fail on
 # any DATA RACE in its log.
 export CADDY_BINARY="$PWD/bin/caddy-race"
 
 step "go test -race"
 # This includes the reliability suite's short form (RELIABILITY_SECONDS,
-# default 10) against bin/caddy, and every fuzz target's seed corpus.
+# default 10) against bin/caddy, the fleet suite's short form (FLEET_LONG=1
+# runs the long one; it needs redis-server, which .ci/run installs), and
+# every fuzz target's seed corpus.
 go test -race -count=1 -timeout 20m ./...
 
 step "fuzz, each target ${FUZZTIME:-5s} (make fuzz runs them longer)"

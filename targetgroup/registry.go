@@ -65,6 +65,9 @@ type Registry struct {
 	fleet     *fleet
 	syncEvery atomic.Int64
 	syncDue   chan struct{}
+	// syncing is the sync loop, which Destruct waits for: no write of
+	// the loop may land in storage after the registry is gone.
+	syncing sync.WaitGroup
 	// observe, when set, sees every event emitted (tests).
 	observe func(name string, data map[string]any)
 	clock   clock
@@ -126,13 +129,16 @@ func newRegistryOn(logger *zap.Logger, c clock) *Registry {
 // registry is cleaned up.
 func (r *Registry) Destruct() error {
 	current.CompareAndSwap(r, nil)
+	// The sync loop ends first (its turn may need r.mu), so that it writes
+	// nothing once Destruct returns.
+	r.stopOnce.Do(func() { close(r.stop) })
+	r.syncing.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, g := range *r.groups.Load() {
 		g.close()
 	}
 	r.sched.Stop()
-	r.stopOnce.Do(func() { close(r.stop) })
 	r.prober.Close()
 	return nil
 }

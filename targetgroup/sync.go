@@ -22,7 +22,9 @@ import (
 // runSync runs the sync loop until the registry is destructed; the
 // interval is read at each turn, so a config load may change it.
 func (r *Registry) runSync() {
+	r.syncing.Add(1)
 	go func() {
+		defer r.syncing.Done()
 		for {
 			d := r.syncInterval()
 			t := r.clock.AfterFunc(d, func() {
@@ -52,7 +54,7 @@ func (r *Registry) syncInterval() time.Duration {
 // syncOnce is one turn of the sync loop.
 func (r *Registry) syncOnce() {
 	st := r.storage()
-	if st == nil {
+	if st == nil || r.destructed() {
 		return
 	}
 	f := r.fleet
@@ -82,7 +84,17 @@ func (r *Registry) syncOnce() {
 	r.applyGroups(changed)
 	r.writeHealth(st, now)
 	r.heartbeat(st, now)
-	if now.Sub(f.lastKeys) >= keysEvery {
+	switch {
+	case r.Keyring() == nil && now.Sub(f.lastKeys) >= time.Second:
+		// The ring could not be loaded when the node started (storage
+		// down): lb_cookie stickiness is off until it is.
+		f.lastKeys = now
+		if err := r.rotateKeys(); err != nil {
+			r.syncFailed("loading the sticky cookie keys failed; lb_cookie stickiness is off until they load", err)
+		} else {
+			r.logger.Info("sticky cookie keys loaded; lb_cookie stickiness is on")
+		}
+	case now.Sub(f.lastKeys) >= keysEvery:
 		f.lastKeys = now
 		if err := r.reloadKeys(); err != nil {
 			r.syncFailed("re-reading the sticky cookie keys failed", err)
