@@ -23,7 +23,8 @@
 #   BENCH_CONNECTIONS=64 BENCH_PORT_BASE=18400
 #   BENCH_CONFIGS="stock tg-rr"  measure only these (more rounds in the same
 #                       time: direct stock tg-rr tg-lor tg-sticky tg-sticky-new
-#                       dyn-rr dyn-lor dyn-sticky-new stock-cookie haproxy)
+#                       dyn-rr dyn-lor dyn-sticky-new stock-cookie stock-cookie-new
+#                       haproxy)
 #   BENCH_PROFILE=1     also take a 10s CPU profile of Caddy under each Caddy
 #                       configuration (bench/results/<name>.prof and <name>-top.raw)
 #   BENCH_CLIENT=loadgen  use cmd/loadgen instead of wrk
@@ -51,8 +52,9 @@ backend_ports=($((BASE + 1)) $((BASE + 2)) $((BASE + 3)))
 admin_port=$((BASE + 19))
 haproxy_port=$((BASE + 20))
 declare -A port=([direct]=${backend_ports[0]} [stock]=$((BASE + 10)) [tg-rr]=$((BASE + 11)) [tg-lor]=$((BASE + 12)) [tg-sticky]=$((BASE + 13)) [stock-cookie]=$((BASE + 14)) [haproxy]=$haproxy_port
-	[tg-sticky-new]=$((BASE + 15)) [dyn-rr]=$((BASE + 16)) [dyn-lor]=$((BASE + 17)) [dyn-sticky-new]=$((BASE + 18)))
-all_configs="direct stock tg-rr tg-lor tg-sticky tg-sticky-new dyn-rr dyn-lor dyn-sticky-new stock-cookie haproxy"
+	[tg-sticky-new]=$((BASE + 15)) [dyn-rr]=$((BASE + 16)) [dyn-lor]=$((BASE + 17)) [dyn-sticky-new]=$((BASE + 18))
+	[stock-cookie-new]=$((BASE + 21)))
+all_configs="direct stock tg-rr tg-lor tg-sticky tg-sticky-new dyn-rr dyn-lor dyn-sticky-new stock-cookie stock-cookie-new haproxy"
 read -r -a configs <<<"${BENCH_CONFIGS:-$all_configs}"
 for c in "${configs[@]}"; do
 	[[ " $all_configs " == *" $c "* ]] || { echo "BENCH_CONFIGS: unknown configuration $c (known: $all_configs)" >&2; exit 2; }
@@ -143,7 +145,8 @@ cat >"$tmp/caddy.json" <<EOF
 			$(server dyn-rr "${port[dyn-rr]}" "$(dynamic bench-rr)"),
 			$(server dyn-lor "${port[dyn-lor]}" "$(dynamic bench-lor)"),
 			$(server dyn-sticky-new "${port[dyn-sticky-new]}" "$(dynamic bench-sticky)"),
-			$(server stock-cookie "${port[stock-cookie]}" "{\"handler\": \"reverse_proxy\", \"upstreams\": [$static_upstreams], \"load_balancing\": {\"selection_policy\": {\"policy\": \"cookie\", \"name\": \"lb\", \"secret\": \"bench\"}}, \"health_checks\": {\"active\": {\"uri\": \"/health\", \"interval\": \"5s\", \"timeout\": \"2s\"}}}")
+			$(server stock-cookie "${port[stock-cookie]}" "{\"handler\": \"reverse_proxy\", \"upstreams\": [$static_upstreams], \"load_balancing\": {\"selection_policy\": {\"policy\": \"cookie\", \"name\": \"lb\", \"secret\": \"bench\"}}, \"health_checks\": {\"active\": {\"uri\": \"/health\", \"interval\": \"5s\", \"timeout\": \"2s\"}}}"),
+			$(server stock-cookie-new "${port[stock-cookie-new]}" "{\"handler\": \"reverse_proxy\", \"upstreams\": [$static_upstreams], \"load_balancing\": {\"selection_policy\": {\"policy\": \"cookie\", \"name\": \"lb\", \"secret\": \"bench\"}}, \"health_checks\": {\"active\": {\"uri\": \"/health\", \"interval\": \"5s\", \"timeout\": \"2s\"}}}")
 		}}
 	}
 }
@@ -277,7 +280,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 if [ "$PROFILE" = 1 ]; then
-	for name in stock tg-rr tg-lor tg-sticky tg-sticky-new dyn-rr dyn-lor dyn-sticky-new stock-cookie; do
+	for name in stock tg-rr tg-lor tg-sticky tg-sticky-new dyn-rr dyn-lor dyn-sticky-new stock-cookie stock-cookie-new; do
 		[[ " ${configs[*]} " == *" $name "* ]] || continue
 		log "CPU profile of Caddy under $name"
 		curl -fsS -o "$results/$name.prof" "$admin/debug/pprof/profile?seconds=10" &

@@ -165,6 +165,7 @@ var targets = []struct{ key, label string }{
 	{"dyn-lor", "reverse_proxy dynamic target_group, least_outstanding_requests"},
 	{"dyn-sticky-new", "reverse_proxy dynamic target_group, lb_cookie, clients without a cookie"},
 	{"stock-cookie", "Caddy reverse_proxy, static upstreams, cookie policy (its stickiness)"},
+	{"stock-cookie-new", "Caddy reverse_proxy, static upstreams, cookie policy, clients without a cookie"},
 	{"haproxy", "HAProxy, roundrobin"},
 }
 
@@ -235,6 +236,15 @@ func report(args []string) error {
 		fmt.Fprintf(&b, "| lb_cookie against Caddy's cookie policy | %.3f | %.3f | %.3f | %.3f |  |\n",
 			pairedRatio(by["tg-sticky"], by["stock-cookie"], "rps"), pairedRatio(by["tg-sticky"], by["stock-cookie"], "p50_us"),
 			pairedRatio(by["tg-sticky"], by["stock-cookie"], "p99_us"), pairedRatio(by["tg-sticky"], by["stock-cookie"], "server_cpu_us"))
+	}
+	// New clients against new clients: both seal a cookie into every
+	// response, which round robin does not.
+	for _, k := range []string{"tg-sticky-new", "dyn-sticky-new"} {
+		if len(by[k]) > 0 && len(by["stock-cookie-new"]) > 0 {
+			fmt.Fprintf(&b, "| %s against Caddy's cookie policy, new clients | %.3f | %.3f | %.3f | %.3f |  |\n", k,
+				pairedRatio(by[k], by["stock-cookie-new"], "rps"), pairedRatio(by[k], by["stock-cookie-new"], "p50_us"),
+				pairedRatio(by[k], by["stock-cookie-new"], "p99_us"), pairedRatio(by[k], by["stock-cookie-new"], "server_cpu_us"))
+		}
 	}
 	if len(missed) > 0 {
 		fmt.Fprintf(&b, "\nBelow the goal: %s.\n", strings.Join(missed, "; "))
