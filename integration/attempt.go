@@ -99,7 +99,7 @@ func (at *attempt) begin(r *http.Request, t *targetgroup.Target, now time.Time) 
 		// saves by calling end itself.
 		context.AfterFunc(r.Context(), func() { at.end(r) })
 	} else if l := at.lease.Load(); l != nil {
-		l.End(at.elapsed(), true, "the request failed and was retried on another target")
+		l.End(at.elapsed(), 0, true, "the request failed and was retried on another target")
 	}
 	at.tried = append(at.tried, t)
 	at.start.Store(now.UnixNano())
@@ -132,28 +132,29 @@ func (at *attempt) end(r *http.Request) {
 		return
 	}
 	if desc := at.dialErr.Load(); desc != nil {
-		l.End(at.elapsed(), true, *desc)
+		l.End(at.elapsed(), 0, true, *desc)
 		return
 	}
-	failed, desc := upstreamStatus(r)
-	l.End(at.elapsed(), failed, desc)
+	code, failed, desc := upstreamStatus(r)
+	l.End(at.elapsed(), code, failed, desc)
 }
 
 func (at *attempt) elapsed() time.Duration {
 	return time.Duration(time.Now().UnixNano() - at.start.Load())
 }
 
-// upstreamStatus reads the status the target answered, which reverse_proxy
-// leaves in the replacer; 502, 503 and 504 count as failures.
-func upstreamStatus(r *http.Request) (failed bool, desc string) {
+// upstreamStatus reads the status the target answered (0: none), which
+// reverse_proxy leaves in the replacer; 502, 503 and 504 count as failures.
+func upstreamStatus(r *http.Request) (code int, failed bool, desc string) {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
-		return false, ""
+		return 0, false, ""
 	}
-	code, _ := repl.Get("http.reverse_proxy.status_code")
-	switch c, _ := code.(int); c {
+	v, _ := repl.Get("http.reverse_proxy.status_code")
+	code, _ = v.(int)
+	switch code {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return true, "the target answered " + strconv.Itoa(c)
+		return code, true, "the target answered " + strconv.Itoa(code)
 	}
-	return false, ""
+	return code, false, ""
 }

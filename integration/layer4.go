@@ -246,6 +246,7 @@ func (h *Layer4Handler) serve(g *targetgroup.Group, t *targetgroup.Target, f *fl
 		return err
 	}
 	g.ReportProxyResult(t, false, "")
+	t.Connected()
 	defer up.Close()
 
 	var sent, received int64
@@ -254,6 +255,7 @@ func (h *Layer4Handler) serve(g *targetgroup.Group, t *targetgroup.Target, f *fl
 	} else {
 		sent, received, err = relayStream(f, up)
 	}
+	g.Relayed(sent, received)
 	if ce := h.logger.Check(zap.DebugLevel, "connection closed"); ce != nil {
 		ce.Write(
 			zap.String("group", h.Group),

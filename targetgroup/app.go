@@ -134,6 +134,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading events app: %v", err)
 	}
 	a.events = ev.(*caddyevents.App)
+	// Every load has a registry of its own; the collectors outlive them.
+	if err := RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
 	logger := a.logger
 	reg, _, err := registries.LoadOrNew(registryKey, func() (caddy.Destructor, error) {
 		return newRegistry(logger), nil

@@ -72,6 +72,7 @@ func (r *Registry) addGroup(name string, s *settingsEntry) *Group {
 	next[name] = g
 	r.groups.Store(&next)
 	r.logger.Info("target group created", zap.String("group", name), zap.String("id", g.id), zap.String("through", s.HLC.Node))
+	r.emit(groupEvent("target_group_created", g))
 	return g
 }
 
@@ -137,6 +138,8 @@ func (r *Registry) removeGroup(g *Group) {
 	} else {
 		r.logger.Info("target group deleted", zap.String("group", g.name))
 	}
+	forgetGroupSeries(g.name)
+	r.emit(groupEvent("target_group_deleted", g))
 }
 
 // applyTargets registers and deregisters the group's API targets as the

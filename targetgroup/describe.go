@@ -132,8 +132,9 @@ func (g *Group) DescribeTargetHealth(keys ...TargetKey) []TargetHealthDescriptio
 // Health reports the group's health against its target_group_health
 // thresholds: routing failover (traffic goes to unhealthy targets too) and
 // DNS failover (a DNS health check should steer clients away).
-func (g *Group) Health() GroupHealth {
-	s := g.Snapshot()
+func (g *Group) Health() GroupHealth { return g.Snapshot().health() }
+
+func (s *Snapshot) health() GroupHealth {
 	a := s.Spec.Attributes
 	h := GroupHealth{Healthy: s.Healthy + s.Unavailable, Unhealthy: s.Unhealthy, Total: s.Total, RoutingFailover: s.FailOpen}
 	// NLB: "a target group is considered healthy as long as it has at least

@@ -226,6 +226,7 @@ func (g *Group) register(cfgs []TargetConfig, o owner) {
 			t.cfg.AvailabilityZone, t.cfg.Weight = c.AvailabilityZone, c.Weight
 			continue
 		}
+		g.pending = append(g.pending, event{name: "target_registered", data: g.targetData(t)})
 		g.reg.schedule(g, t)
 	}
 }
@@ -251,11 +252,17 @@ func (g *Group) deregisterUntil(keys []TargetKey, until time.Time) {
 		t.draining.Store(true)
 		g.setState(t, StateDraining, ReasonDeregistrationInProgress, "Target deregistration is in progress")
 		t.drainUntil = until
+		g.pending = append(g.pending, event{name: "target_deregistered", data: g.targetData(t)})
 		t.drainTimer = g.reg.clock.AfterFunc(delay, func() { g.finishDrain(t) })
 		if t.inflight.Load() == 0 {
 			g.pending = append(g.pending, event{name: "drained", data: map[string]any{"group": g.name, "target": t.key.ID, "port": t.key.Port}})
 		}
 	}
+}
+
+// targetData is the data of an event about t.
+func (g *Group) targetData(t *Target) map[string]any {
+	return map[string]any{"group": g.name, "target": t.key.ID, "port": t.key.Port}
 }
 
 func (g *Group) stopDrain(t *Target) {
@@ -285,6 +292,7 @@ func (g *Group) finishDrain(t *Target) {
 		return
 	}
 	delete(g.targets, t.Key())
+	t.metrics.forget()
 	t.drainTimer = nil
 	if n := t.inflight.Load(); n > 0 {
 		closed := 0
@@ -346,6 +354,7 @@ func (g *Group) close() {
 	g.lock()
 	defer g.unlock()
 	g.closed = true
+	forgetGroupMetrics(g.name)
 	for _, t := range g.targets {
 		g.reg.unschedule(g, t)
 		g.stopDrain(t)

@@ -92,6 +92,7 @@ func (r *Registry) CreateGroup(req CreateRequest) (*Group, bool, error) {
 			r.mu.Unlock()
 			created = true
 			r.logger.Info("target group created", zap.String("group", req.Name), zap.String("id", g.id))
+			r.emit(groupEvent("target_group_created", g))
 			return nil
 		}}, nil
 	})
@@ -276,6 +277,8 @@ func (r *Registry) DeleteGroup(name string) error {
 			g.publish()
 			g.unlock()
 			r.logger.Info("target group deleted", zap.String("group", name))
+			forgetGroupSeries(name)
+			r.emit(groupEvent("target_group_deleted", g))
 			return nil
 		}}, nil
 	})

@@ -68,6 +68,9 @@ type Registry struct {
 	// syncing is the sync loop, which Destruct waits for: no write of
 	// the loop may land in storage after the registry is gone.
 	syncing sync.WaitGroup
+	// eventQ holds the events to emit (events.go).
+	eventQ          chan event
+	eventDropLogged atomic.Int64
 	// observe, when set, sees every event emitted (tests).
 	observe func(name string, data map[string]any)
 	clock   clock
@@ -78,11 +81,6 @@ type Registry struct {
 	mitigateEvery, rotateKeysEvery time.Duration
 	// resolver resolves host-name targets (instance, alb).
 	resolver resolver
-}
-
-type event struct {
-	name string
-	data map[string]any
 }
 
 type eventSink struct {
@@ -109,6 +107,7 @@ func newRegistryOn(logger *zap.Logger, c clock) *Registry {
 		resolver: net.DefaultResolver,
 		stop:     make(chan struct{}),
 		syncDue:  make(chan struct{}, 1),
+		eventQ:   make(chan event, eventQueueSize),
 	}
 	r.fleet = newFleet("", c.Now)
 	// A check that panics is a bug of ours; the scheduler keeps going and
@@ -178,15 +177,6 @@ func (r *Registry) Limits() Limits { return *r.limits.Load() }
 // Allowed returns the CIDR blocks that ip targets must fall in.
 func (r *Registry) Allowed() []netip.Prefix { return *r.allowed.Load() }
 
-func (r *Registry) emit(e event) {
-	if r.observe != nil {
-		r.observe(e.name, e.data)
-	}
-	if s := r.events.Load(); s != nil && s.app != nil {
-		s.app.Emit(s.ctx, e.name, e.data)
-	}
-}
-
 func schedKey(g *Group, t *Target) string { return g.name + "\x00" + t.Key().String() }
 
 // schedule (re)starts the periodic health check of t under g's spec; with
@@ -229,6 +219,7 @@ func (r *Registry) apply(a *App) (first bool) {
 		if g == nil {
 			g = newGroup(r, name, spec, SourceConfig)
 			next[name] = g
+			r.emit(groupEvent("target_group_created", g))
 		}
 		g.lock()
 		if g.spec != spec {
@@ -249,6 +240,7 @@ func (r *Registry) apply(a *App) (first bool) {
 		if _, declared := a.specs[name]; !declared && g.Source() == SourceConfig {
 			r.logger.Info("target group removed from the config", zap.String("group", name))
 			g.close()
+			r.emit(groupEvent("target_group_deleted", g))
 			delete(next, name)
 		}
 	}
@@ -278,6 +270,7 @@ func (r *Registry) apply(a *App) (first bool) {
 // start begins what runs for the registry's whole life: the health-check
 // scheduler and the background loops. Called once, with mu held.
 func (r *Registry) start() {
+	r.runEvents()
 	r.sched.Start()
 	r.started = true
 	r.startLoops()

@@ -181,6 +181,13 @@ func (g *Group) publish() {
 	if a.Algorithm == AlgorithmWeightedRandom {
 		s.weights = selection.NewWeights(weights)
 	}
+	if old := g.snap.Load(); old != nil {
+		if was, is := old.health(), s.health(); was.RoutingFailover != is.RoutingFailover || was.DNSFailover != is.DNSFailover {
+			g.pending = append(g.pending, event{name: "target_group_health_changed", data: map[string]any{
+				"group": g.name, "routing_failover": is.RoutingFailover, "dns_failover": is.DNSFailover, "healthy": is.Healthy, "total": is.Total,
+			}})
+		}
+	}
 	g.snap.Store(s)
 }
 

@@ -66,6 +66,8 @@ type Target struct {
 	// to inside allowed_cidrs; nil while a host name has no such address.
 	addr atomic.Pointer[dialAddr]
 
+	// metrics are the target's series (metrics.go).
+	metrics  *targetMetrics
 	inflight atomic.Int64
 	draining atomic.Bool
 	// consecutive failed proxied requests, for passive health
@@ -124,7 +126,7 @@ func newDialAddr(ip netip.Addr, port int) *dialAddr {
 }
 
 func newTarget(g *Group, cfg TargetConfig, o owner, now time.Time) *Target {
-	t := &Target{key: cfg.Key(), cfg: cfg, group: g, owner: o, registeredAt: now}
+	t := &Target{key: cfg.Key(), cfg: cfg, group: g, owner: o, registeredAt: now, metrics: newTargetMetrics(g.name, cfg.Key())}
 	if cfg.Port != 0 {
 		t.dial = net.JoinHostPort(cfg.ID, strconv.Itoa(cfg.Port))
 	} else {
@@ -203,15 +205,17 @@ func (l *Lease) Release() {
 	l.release()
 }
 
-// End ends the lease of one proxied request: anomaly detection gets its
-// latency and outcome, passive health its outcome (desc says why it
-// failed), and the lease is released. Only the first End or Release of a
-// lease counts.
-func (l *Lease) End(latency time.Duration, failed bool, desc string) {
+// End ends the lease of one proxied request: the target's metrics get the
+// status it answered (code; 0 when it did not) and the latency, anomaly
+// detection the latency and outcome, passive health the outcome (desc
+// says why it failed), and the lease is released. Only the first End or
+// Release of a lease counts.
+func (l *Lease) End(latency time.Duration, code int, failed bool, desc string) {
 	if l == nil || !l.released.CompareAndSwap(false, true) {
 		return
 	}
 	t := l.target
+	t.metrics.request(code, latency)
 	t.group.ObserveRequest(t, latency, failed)
 	t.group.ReportProxyResult(t, failed, desc)
 	l.release()
