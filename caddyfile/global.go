@@ -26,6 +26,7 @@ func init() {
 //		zone <zone>
 //		node_id <id>
 //		sync_interval <duration>
+//		per_target_metrics on|off
 //		max_targets_per_group <n>
 //		max_groups <n>
 //		max_udp_flows_per_group <n>
@@ -138,6 +139,26 @@ func parseTargetGroups(d *caddyfile.Dispenser, existingVal any) (any, error) {
 				return nil, d.Errf("sync_interval: %q must be a duration within 10ms-1m", d.Val())
 			}
 			app.SyncInterval = caddy.Duration(dur)
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+
+		case "per_target_metrics":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			if app.PerTargetMetrics != nil {
+				return nil, d.Err("duplicate per_target_metrics")
+			}
+			var on bool
+			switch d.Val() {
+			case "on":
+				on = true
+			case "off":
+			default:
+				return nil, d.Errf("per_target_metrics: %q must be on or off", d.Val())
+			}
+			app.PerTargetMetrics = &on
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}

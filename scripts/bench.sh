@@ -24,7 +24,7 @@
 #   BENCH_CONFIGS="stock tg-rr"  measure only these (more rounds in the same
 #                       time: direct stock tg-rr tg-lor tg-sticky tg-sticky-new
 #                       dyn-rr dyn-lor dyn-sticky-new stock-cookie stock-cookie-new
-#                       haproxy)
+#                       haproxy tg-rr-nm)
 #   BENCH_PROFILE=1     also take a 10s CPU profile of Caddy under each Caddy
 #                       configuration (bench/results/<name>.prof and <name>-top.raw)
 #   BENCH_CLIENT=loadgen  use cmd/loadgen instead of wrk
@@ -53,8 +53,9 @@ admin_port=$((BASE + 19))
 haproxy_port=$((BASE + 20))
 declare -A port=([direct]=${backend_ports[0]} [stock]=$((BASE + 10)) [tg-rr]=$((BASE + 11)) [tg-lor]=$((BASE + 12)) [tg-sticky]=$((BASE + 13)) [stock-cookie]=$((BASE + 14)) [haproxy]=$haproxy_port
 	[tg-sticky-new]=$((BASE + 15)) [dyn-rr]=$((BASE + 16)) [dyn-lor]=$((BASE + 17)) [dyn-sticky-new]=$((BASE + 18))
-	[stock-cookie-new]=$((BASE + 21)))
-all_configs="direct stock tg-rr tg-lor tg-sticky tg-sticky-new dyn-rr dyn-lor dyn-sticky-new stock-cookie stock-cookie-new haproxy"
+	[stock-cookie-new]=$((BASE + 21)) [tg-rr-nm]=$((BASE + 22)))
+nm_admin_port=$((BASE + 23))
+all_configs="direct stock tg-rr tg-rr-nm tg-lor tg-sticky tg-sticky-new dyn-rr dyn-lor dyn-sticky-new stock-cookie stock-cookie-new haproxy"
 read -r -a configs <<<"${BENCH_CONFIGS:-$all_configs}"
 for c in "${configs[@]}"; do
 	[[ " $all_configs " == *" $c "* ]] || { echo "BENCH_CONFIGS: unknown configuration $c (known: $all_configs)" >&2; exit 2; }
@@ -157,6 +158,26 @@ HOME=$tmp/home XDG_DATA_HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home \
 pids+=($!)
 caddy_pid=$!
 
+# What the metrics cost: a second Caddy, pinned alike, serving the
+# round_robin group with the per-target metrics off (tg-rr-nm); tg-rr is
+# held against it.
+cat >"$tmp/caddy-nm.json" <<EOF
+{
+	"admin": {"listen": "127.0.0.1:$nm_admin_port"},
+	"storage": {"module": "file_system", "root": "$tmp/storage-nm"},
+	"logging": {"logs": {"default": {"level": "WARN", "writer": {"output": "file", "filename": "$tmp/caddy-nm.log"}}}},
+	"apps": {
+		"target_groups": {"per_target_metrics": false, "groups": {$(group bench-rr '"load_balancing.algorithm.type": "round_robin"')}},
+		"http": {"servers": {$(server tg-rr-nm "${port[tg-rr-nm]}" '{"handler": "target_group", "group": "bench-rr"}')}}
+	}
+}
+EOF
+mkdir -p "$tmp/home-nm"
+HOME=$tmp/home-nm XDG_DATA_HOME=$tmp/home-nm XDG_CONFIG_HOME=$tmp/home-nm \
+	"${pin_proxy[@]}" "$caddy" run --config "$tmp/caddy-nm.json" >"$tmp/caddy-nm.out" 2>&1 &
+pids+=($!)
+caddy_nm_pid=$!
+
 cat >"$tmp/haproxy.cfg" <<EOF
 global
 	maxconn 4096
@@ -185,21 +206,25 @@ wait_for() { # what, command...
 		sleep 0.1
 	done
 	echo "timed out waiting for $what" >&2
-	cat "$tmp/caddy.out" "$tmp/caddy.log" "$tmp/haproxy.log" 2>/dev/null | tail -30 >&2
+	cat "$tmp/caddy.out" "$tmp/caddy.log" "$tmp/caddy-nm.out" "$tmp/caddy-nm.log" "$tmp/haproxy.log" 2>/dev/null | tail -30 >&2
 	exit 1
 }
 wait_for "the backends" curl -fsS "http://127.0.0.1:${backend_ports[2]}/health"
 wait_for "Caddy's admin endpoint" curl -fsS "http://127.0.0.1:$admin_port/config/"
+wait_for "the second Caddy's admin endpoint" curl -fsS "http://127.0.0.1:$nm_admin_port/config/"
 
 admin=http://127.0.0.1:$admin_port
 targets_json=$(for p in "${backend_ports[@]}"; do printf '{"id": "127.0.0.1", "port": %s},' "$p"; done)
-for g in bench-rr bench-lor bench-sticky; do
-	curl -fsS -X POST "$admin/target-groups/$g/targets" -H 'Content-Type: application/json' \
+nm_admin=http://127.0.0.1:$nm_admin_port
+for ag in "$admin bench-rr" "$admin bench-lor" "$admin bench-sticky" "$nm_admin bench-rr"; do
+	read -r a g <<<"$ag"
+	curl -fsS -X POST "$a/target-groups/$g/targets" -H 'Content-Type: application/json' \
 		-d "{\"targets\": [${targets_json%,}]}" >/dev/null
 done
 all_healthy() {
-	for g in bench-rr bench-lor bench-sticky; do
-		[ "$(curl -fsS "$admin/target-groups/$g/targets" | grep -o '"state": *"healthy"' | wc -l)" -eq "${#backend_ports[@]}" ] || return 1
+	for ag in "$admin bench-rr" "$admin bench-lor" "$admin bench-sticky" "$nm_admin bench-rr"; do
+		read -r a g <<<"$ag"
+		[ "$(curl -fsS "$a/target-groups/$g/targets" | grep -o '"state": *"healthy"' | wc -l)" -eq "${#backend_ports[@]}" ] || return 1
 	done
 }
 wait_for "the targets' first health checks" all_healthy
@@ -241,6 +266,7 @@ measure() {
 	case $name in
 	direct) server_pid=$backend_pid ;;
 	haproxy) server_pid=$haproxy_pid ;;
+	tg-rr-nm) server_pid=$caddy_nm_pid ;;
 	esac
 	before=$(cpu_ticks "$server_pid")
 	if [ "$CLIENT" = loadgen ]; then

@@ -41,6 +41,12 @@ type App struct {
 	// Quotas, as AWS has them.
 	Limits
 
+	// Whether the metrics have series per target (requests, response
+	// times, in flight, health checks, connections): at thousands of
+	// targets they make /metrics large. Off keeps the group series
+	// (targets per state, failover, bytes). Default true.
+	PerTargetMetrics *bool `json:"per_target_metrics,omitempty"`
+
 	// The id of this Caddy node among the nodes that share its storage (a
 	// fleet): 1-128 letters, digits, '.', '_' or '-', unique in the fleet.
 	// Default: the host name and the first characters of Caddy's instance

@@ -66,11 +66,7 @@ func (g *Group) check(ctx context.Context, t *Target) {
 	if ctx.Err() != nil {
 		return // the scheduler stopped: a cancelled check says nothing about the target
 	}
-	if res.Healthy {
-		t.metrics.pass.Inc()
-	} else {
-		t.metrics.fail.Inc()
-	}
+	t.metrics.checked(res.Healthy)
 	g.observe(t, spec, res, ip, nil)
 }
 

@@ -71,6 +71,21 @@ func RegisterMetrics(reg prometheus.Registerer) error {
 	return nil
 }
 
+// perTargetOff is the per_target_metrics app field, inverted.
+var perTargetOff atomic.Bool
+
+// setPerTargetMetrics switches the per-target series on or off; off
+// removes those there are.
+func setPerTargetMetrics(on bool) {
+	if perTargetOff.Swap(!on) == !on || on {
+		return
+	}
+	requestsTotal.Reset()
+	responseSeconds.Reset()
+	healthChecksTotal.Reset()
+	connectionsTotal.Reset()
+}
+
 // targetMetrics are a target's series, each looked up once: the health
 // check counters at once, the others (HTTP or layer 4) at first use.
 type targetMetrics struct {
@@ -100,6 +115,9 @@ func newTargetMetrics(group string, key TargetKey) *targetMetrics {
 // request counts one request that the target answered with code (0: it
 // did not answer), which took latency.
 func (m *targetMetrics) request(code int, latency time.Duration) {
+	if perTargetOff.Load() {
+		return
+	}
 	cc := m.last.Load()
 	if cc == nil || cc.code != code {
 		label := "error"
@@ -117,6 +135,17 @@ func (m *targetMetrics) request(code int, latency time.Duration) {
 		m.response.Store(o)
 	}
 	(*o).Observe(latency.Seconds())
+}
+
+// checked counts one active health check.
+func (m *targetMetrics) checked(pass bool) {
+	switch {
+	case perTargetOff.Load():
+	case pass:
+		m.pass.Inc()
+	default:
+		m.fail.Inc()
+	}
 }
 
 // forget removes the target's series, once it has left its group.
@@ -157,6 +186,9 @@ func (g *Group) Relayed(in, out int64) {
 
 // Connected counts a layer 4 connection (a UDP flow) to t.
 func (t *Target) Connected() {
+	if perTargetOff.Load() {
+		return
+	}
 	m := t.metrics
 	c := m.conns.Load()
 	if c == nil {
@@ -210,8 +242,10 @@ func (*stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, s := range metricStates {
 			ch <- prometheus.MustNewConstMetric(targetsDesc, prometheus.GaugeValue, float64(counts[s]), g.name, string(s))
 		}
-		for _, f := range flights {
-			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(f.n), g.name, f.target)
+		if !perTargetOff.Load() {
+			for _, f := range flights {
+				ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(f.n), g.name, f.target)
+			}
 		}
 		h := g.Health()
 		ch <- prometheus.MustNewConstMetric(failoverDesc, prometheus.GaugeValue, b2f(h.RoutingFailover), g.name, "routing")

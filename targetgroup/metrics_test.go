@@ -108,3 +108,27 @@ func BenchmarkRequestMetrics(b *testing.B) {
 	b.StopTimer()
 	m.forget()
 }
+
+// per_target_metrics off removes the per-target series and records none;
+// the group series stay.
+func TestPerTargetMetricsOff(t *testing.T) {
+	defer setPerTargetMetrics(true)
+	m := newTargetMetrics("metrics-off", TargetKey{"10.0.0.1", 80})
+	m.request(200, time.Millisecond)
+	m.checked(true)
+	setPerTargetMetrics(false)
+	m.request(200, time.Millisecond)
+	m.checked(false)
+	for _, c := range []prometheus.Collector{requestsTotal, responseSeconds, healthChecksTotal} {
+		if n := testutil.CollectAndCount(c); n != 0 {
+			t.Fatalf("%d per-target series with per_target_metrics off", n)
+		}
+	}
+	setPerTargetMetrics(true)
+	m = newTargetMetrics("metrics-off", TargetKey{"10.0.0.1", 80})
+	m.request(200, time.Millisecond)
+	if n := testutil.CollectAndCount(requestsTotal); n != 1 {
+		t.Fatalf("%d request series once on again", n)
+	}
+	m.forget()
+}

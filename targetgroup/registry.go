@@ -206,6 +206,7 @@ func (r *Registry) apply(a *App) (first bool) {
 	r.limits.Store(&limits)
 	zone := a.Zone
 	r.zone.Store(&zone)
+	setPerTargetMetrics(a.PerTargetMetrics == nil || *a.PerTargetMetrics)
 	if st != nil {
 		r.store.Store(&st)
 	}
