@@ -105,6 +105,8 @@ type caddyConfig struct {
 	layer4 map[string]any
 	// top holds further top-level members (storage, logging).
 	top map[string]any
+	// apps holds further apps by name (events).
+	apps map[string]any
 }
 
 func (c caddyConfig) json() string {
@@ -133,6 +135,9 @@ func (c caddyConfig) json() string {
 	}
 	if len(c.layer4) > 0 {
 		apps["layer4"] = map[string]any{"servers": c.layer4}
+	}
+	for name, app := range c.apps {
+		apps[name] = app
 	}
 	cfg := map[string]any{"admin": map[string]any{"listen": "{ADMIN}"}}
 	if len(apps) > 0 {
