@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"go.uber.org/zap"
 )
 
@@ -63,7 +62,6 @@ type App struct {
 	specs   map[string]*Spec
 	allowed []netip.Prefix
 	ctx     caddy.Context
-	events  *caddyevents.App
 	logger  *zap.Logger
 	reg     *Registry
 	prev    *App
@@ -135,11 +133,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		a.specs[name] = spec
 	}
-	ev, err := ctx.App("events")
-	if err != nil {
+	// The events app is loaded with this one, so that the running config
+	// has one to emit through (events.go).
+	if _, err := ctx.App("events"); err != nil {
 		return fmt.Errorf("loading events app: %v", err)
 	}
-	a.events = ev.(*caddyevents.App)
 	// Every load has a registry of its own; the collectors outlive them.
 	if err := RegisterMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %v", err)

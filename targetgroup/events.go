@@ -3,6 +3,8 @@ package targetgroup
 import (
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"go.uber.org/zap"
 )
 
@@ -34,8 +36,11 @@ func (r *Registry) emit(e event) {
 	}
 }
 
-// runEvents delivers queued events to the events app of the config in
-// force, until the registry is destructed.
+// runEvents delivers queued events to the events app of the running
+// config, until the registry is destructed. The running config's, not the
+// one being loaded: Caddy makes a context active once all its apps have
+// started, the events app included, whose subscriptions are set up as it
+// starts.
 func (r *Registry) runEvents() {
 	go func() {
 		for {
@@ -43,8 +48,13 @@ func (r *Registry) runEvents() {
 			case <-r.stop:
 				return
 			case e := <-r.eventQ:
-				if s := r.events.Load(); s != nil && s.app != nil {
-					r.runLogged("event "+e.name, func() { s.app.Emit(s.ctx, e.name, e.data) })
+				ctx, ok := r.activeContext()
+				if !ok {
+					return
+				}
+				app, err := ctx.AppIfConfigured("events")
+				if events, ok := app.(*caddyevents.App); err == nil && ok {
+					r.runLogged("event "+e.name, func() { events.Emit(ctx, e.name, e.data) })
 				}
 			}
 		}
@@ -54,4 +64,20 @@ func (r *Registry) runEvents() {
 // groupEvent is an event about a group as a whole.
 func groupEvent(name string, g *Group) event {
 	return event{name: name, data: map[string]any{"group": g.name, "id": g.id}}
+}
+
+// activeContext waits for a running config, which there is not while the
+// first one starts (its events wait for it), up to 10 s. ok is false when
+// the registry was destructed meanwhile.
+func (r *Registry) activeContext() (ctx caddy.Context, ok bool) {
+	for wait := 0; ; wait++ {
+		if ctx = caddy.ActiveContext(); ctx.Context != nil || wait == 1000 {
+			return ctx, true
+		}
+		select {
+		case <-r.stop:
+			return ctx, false
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
@@ -40,7 +39,6 @@ type Registry struct {
 	mu       sync.Mutex // serialises changes to the set of groups and config loads
 	groups   atomic.Pointer[map[string]*Group]
 	allowed  atomic.Pointer[[]netip.Prefix]
-	events   atomic.Pointer[eventSink]
 	store    atomic.Pointer[certmagic.Storage]
 	limits   atomic.Pointer[Limits]
 	zone     atomic.Pointer[string]
@@ -81,11 +79,6 @@ type Registry struct {
 	mitigateEvery, rotateKeysEvery time.Duration
 	// resolver resolves host-name targets (instance, alb).
 	resolver resolver
-}
-
-type eventSink struct {
-	ctx caddy.Context
-	app *caddyevents.App
 }
 
 func newRegistry(logger *zap.Logger) *Registry {
@@ -210,7 +203,6 @@ func (r *Registry) apply(a *App) (first bool) {
 	if st != nil {
 		r.store.Store(&st)
 	}
-	r.events.Store(&eventSink{ctx: a.ctx, app: a.events})
 	next := make(map[string]*Group, len(*r.groups.Load())+len(a.specs))
 	for name, g := range *r.groups.Load() {
 		next[name] = g
