@@ -94,3 +94,21 @@ func TestMetricsOnTheAdminEndpoint(t *testing.T) {
 		return got[series("caddy_target_group_requests_total", `code="200",target="`+ta+`",target_group="metered"`)] == "5"
 	})
 }
+
+// Layer 4: connections per target and bytes each way, per group.
+func TestLayer4Metrics(t *testing.T) {
+	a := newL4Backend(t, "a", "127.0.0.1", l4TCP)
+	listen := l4Listen(t)
+	in := startCaddy(t, l4Config(l4Group("TCP", nil), map[string]any{"listen": []string{listen}}))
+	l4Register(t, in, a)
+	for i := range 3 {
+		conn := l4Dial(t, listen, "")
+		conn.echo(t, fmt.Sprintf("hello %d", i))
+		conn.Close()
+	}
+	waitFor(t, "the connections' metrics", 5*time.Second, func() bool {
+		got := in.scrape()
+		in4, out4 := got[`caddy_target_group_bytes_total{direction="in",target_group="pool"}`], got[`caddy_target_group_bytes_total{direction="out",target_group="pool"}`]
+		return got[`caddy_target_group_connections_total{target="`+a.key()+`",target_group="pool"}`] == "3" && in4 != "" && in4 != "0" && out4 != "" && out4 != "0"
+	})
+}
