@@ -18,9 +18,13 @@
 //     the transport its protocol asks for.
 //   - layer4.handlers.target_group: proxies TCP, TLS and UDP connections of
 //     caddy-l4's layer4 app to a group's targets.
+//   - http.handlers.target_groups_console: the operator console, a live
+//     page of every group, mounted in a site of the operator's.
 //
-// The Caddyfile syntax (the target_groups global option and the
-// target_group directive) is registered by the caddyfile package.
+// The command `caddy target-groups` (the admin API as the AWS CLI's elbv2
+// commands) is registered by the integration package; the Caddyfile syntax
+// (the target_groups global option and the target_group and
+// target_groups_console directives) by the caddyfile package.
 package targetgroups
 
 import (
