@@ -53,8 +53,9 @@ admin_port=$((BASE + 19))
 haproxy_port=$((BASE + 20))
 declare -A port=([direct]=${backend_ports[0]} [stock]=$((BASE + 10)) [tg-rr]=$((BASE + 11)) [tg-lor]=$((BASE + 12)) [tg-sticky]=$((BASE + 13)) [stock-cookie]=$((BASE + 14)) [haproxy]=$haproxy_port
 	[tg-sticky-new]=$((BASE + 15)) [dyn-rr]=$((BASE + 16)) [dyn-lor]=$((BASE + 17)) [dyn-sticky-new]=$((BASE + 18))
-	[stock-cookie-new]=$((BASE + 21)) [tg-rr-nm]=$((BASE + 22)))
-nm_admin_port=$((BASE + 23))
+	[stock-cookie-new]=$((BASE + 21)) [tg-rr-nm]=$((BASE + 111)))
+# The second Caddy (tg-rr-nm) listens 100 ports above the first.
+nm_admin_port=$((BASE + 119))
 all_configs="direct stock tg-rr tg-rr-nm tg-lor tg-sticky tg-sticky-new dyn-rr dyn-lor dyn-sticky-new stock-cookie stock-cookie-new haproxy"
 read -r -a configs <<<"${BENCH_CONFIGS:-$all_configs}"
 for c in "${configs[@]}"; do
@@ -158,20 +159,17 @@ HOME=$tmp/home XDG_DATA_HOME=$tmp/home XDG_CONFIG_HOME=$tmp/home \
 pids+=($!)
 caddy_pid=$!
 
-# What the metrics cost: a second Caddy, pinned alike, serving the
-# round_robin group with the per-target metrics off (tg-rr-nm); tg-rr is
-# held against it.
-cat >"$tmp/caddy-nm.json" <<EOF
-{
-	"admin": {"listen": "127.0.0.1:$nm_admin_port"},
-	"storage": {"module": "file_system", "root": "$tmp/storage-nm"},
-	"logging": {"logs": {"default": {"level": "WARN", "writer": {"output": "file", "filename": "$tmp/caddy-nm.log"}}}},
-	"apps": {
-		"target_groups": {"per_target_metrics": false, "groups": {$(group bench-rr '"load_balancing.algorithm.type": "round_robin"')}},
-		"http": {"servers": {$(server tg-rr-nm "${port[tg-rr-nm]}" '{"handler": "target_group", "group": "bench-rr"}')}}
-	}
-}
-EOF
+# What the metrics cost: a second Caddy, the same config 100 ports up and
+# pinned alike (so that both carry the same servers, groups and health
+# checks), with the per-target metrics off; its round_robin server is
+# tg-rr-nm, which tg-rr is held against.
+nm_config=$(sed -e "s|\"target_groups\": {|\"target_groups\": {\"per_target_metrics\": false, |" \
+	-e "s|$tmp/storage|$tmp/storage-nm|; s|$tmp/caddy.log|$tmp/caddy-nm.log|" \
+	-e "s|\"listen\": \"127.0.0.1:$admin_port\"|\"listen\": \"127.0.0.1:$nm_admin_port\"|" "$tmp/caddy.json")
+for p in $(seq $((BASE + 10)) $((BASE + 21))); do
+	nm_config=$(sed "s|\"listen\": \[\"127.0.0.1:$p\"\]|\"listen\": [\"127.0.0.1:$((p + 100))\"]|" <<<"$nm_config")
+done
+echo "$nm_config" >"$tmp/caddy-nm.json"
 mkdir -p "$tmp/home-nm"
 HOME=$tmp/home-nm XDG_DATA_HOME=$tmp/home-nm XDG_CONFIG_HOME=$tmp/home-nm \
 	"${pin_proxy[@]}" "$caddy" run --config "$tmp/caddy-nm.json" >"$tmp/caddy-nm.out" 2>&1 &
@@ -216,13 +214,13 @@ wait_for "the second Caddy's admin endpoint" curl -fsS "http://127.0.0.1:$nm_adm
 admin=http://127.0.0.1:$admin_port
 targets_json=$(for p in "${backend_ports[@]}"; do printf '{"id": "127.0.0.1", "port": %s},' "$p"; done)
 nm_admin=http://127.0.0.1:$nm_admin_port
-for ag in "$admin bench-rr" "$admin bench-lor" "$admin bench-sticky" "$nm_admin bench-rr"; do
+for ag in "$admin bench-rr" "$admin bench-lor" "$admin bench-sticky" "$nm_admin bench-rr" "$nm_admin bench-lor" "$nm_admin bench-sticky"; do
 	read -r a g <<<"$ag"
 	curl -fsS -X POST "$a/target-groups/$g/targets" -H 'Content-Type: application/json' \
 		-d "{\"targets\": [${targets_json%,}]}" >/dev/null
 done
 all_healthy() {
-	for ag in "$admin bench-rr" "$admin bench-lor" "$admin bench-sticky" "$nm_admin bench-rr"; do
+	for ag in "$admin bench-rr" "$admin bench-lor" "$admin bench-sticky" "$nm_admin bench-rr" "$nm_admin bench-lor" "$nm_admin bench-sticky"; do
 		read -r a g <<<"$ag"
 		[ "$(curl -fsS "$a/target-groups/$g/targets" | grep -o '"state": *"healthy"' | wc -l)" -eq "${#backend_ports[@]}" ] || return 1
 	done
