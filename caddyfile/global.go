@@ -27,6 +27,8 @@ func init() {
 //		node_id <id>
 //		sync_interval <duration>
 //		per_target_metrics on|off
+//		region <region>
+//		account_id <id>
 //		max_targets_per_group <n>
 //		max_groups <n>
 //		max_udp_flows_per_group <n>
@@ -139,6 +141,23 @@ func parseTargetGroups(d *caddyfile.Dispenser, existingVal any) (any, error) {
 				return nil, d.Errf("sync_interval: %q must be a duration within 10ms-1m", d.Val())
 			}
 			app.SyncInterval = caddy.Duration(dur)
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+
+		case "region", "account_id":
+			opt := d.Val()
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			field := &app.Region
+			if opt == "account_id" {
+				field = &app.AccountID
+			}
+			if *field != "" {
+				return nil, d.Errf("duplicate %s", opt)
+			}
+			*field = d.Val()
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}

@@ -53,6 +53,12 @@ type App struct {
 	// change takes effect at the next start.
 	NodeID string `json:"node_id,omitempty"`
 
+	// The AWS region and account id the groups' ARNs name
+	// (arn:aws:elasticloadbalancing:<region>:<account_id>:targetgroup/…).
+	// Defaults: us-east-1 and 000000000000.
+	Region    string `json:"region,omitempty"`
+	AccountID string `json:"account_id,omitempty"`
+
 	// How often this node reads the changes other nodes sharing its
 	// storage made (10ms-1m, default 250ms). A change made through any
 	// node's API is in force on every node within about this, plus the
@@ -103,6 +109,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.nodeID = defaultNodeID()
 	} else if err := ValidateNodeID(a.nodeID); err != nil {
 		return err
+	}
+	if a.Region == "" {
+		a.Region = defaultRegion
+	}
+	if len(a.Region) > 32 || strings.ContainsFunc(a.Region, func(c rune) bool { return !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') }) {
+		return fieldErr("region", "%q must be 1-32 characters: a-z, 0-9 or '-' (such as us-east-1)", a.Region)
+	}
+	if a.AccountID == "" {
+		a.AccountID = defaultAccountID
+	}
+	if len(a.AccountID) != 12 || strings.ContainsFunc(a.AccountID, func(c rune) bool { return c < '0' || c > '9' }) {
+		return fieldErr("account_id", "%q must be 12 digits", a.AccountID)
 	}
 	a.syncInterval = time.Duration(a.SyncInterval)
 	if a.syncInterval == 0 {

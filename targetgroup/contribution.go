@@ -32,6 +32,8 @@ type contribution struct {
 type settingsEntry struct {
 	HLC     HLC  `json:"hlc"`
 	Deleted bool `json:"deleted,omitempty"`
+	// ID is the group's id, random when it was created through an API.
+	ID string `json:"id,omitempty"`
 	// Floor is the newest deletion of the group its writer knew of:
 	// registrations older than the group's last deletion died with it.
 	Floor       HLC          `json:"floor,omitzero"`

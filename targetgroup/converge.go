@@ -63,7 +63,11 @@ func (r *Registry) addGroup(name string, s *settingsEntry) *Group {
 		r.logger.Error("a target group created through another node exceeds max_groups here; not created", zap.String("group", name), zap.Int("max_groups", limit))
 		return nil
 	}
-	g := newGroup(r, name, spec, SourceAPI)
+	id := s.ID
+	if !validGroupID(id) {
+		id = groupID(name) // stored by an earlier version
+	}
+	g := newGroupWithID(r, name, id, spec, SourceAPI)
 	g.created, g.clientToken = s.Created, s.ClientToken
 	if s.ClientToken != "" {
 		r.tokens[s.ClientToken] = name

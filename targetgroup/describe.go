@@ -4,6 +4,7 @@ import (
 	"maps"
 	"math"
 	"strconv"
+	"strings"
 )
 
 // GroupDescription is a group as the API describes it: the effective group
@@ -56,10 +57,19 @@ type GroupHealth struct {
 	DNSFailover     bool `json:"dns_failover"`
 }
 
-// Lookup returns the named group, or a KindNotFound error naming it.
-func (r *Registry) Lookup(name string) (*Group, error) {
-	if g := r.Group(name); g != nil {
+// Lookup returns the group that ref names — by its name, its id or one of
+// its ARNs — or a KindNotFound error naming ref.
+func (r *Registry) Lookup(ref string) (*Group, error) {
+	name := ref
+	if g := r.Group(ref); g != nil {
 		return g, nil
+	}
+	if validGroupID(ref) || strings.HasPrefix(ref, "arn:") {
+		for _, g := range r.Groups() {
+			if g.id == ref || g.ARN() == ref || g.LatticeARN() == ref {
+				return g, nil
+			}
+		}
 	}
 	return nil, errNotFound(name)
 }

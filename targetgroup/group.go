@@ -1,8 +1,10 @@
 package targetgroup
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
+	"encoding/hex"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,26 +56,43 @@ type Group struct {
 	stateGen atomic.Uint64
 }
 
+// Group ids are "tg-" and 17 lowercase hex characters, as VPC Lattice's:
+// derived from the name for a group the config declares (every node and
+// every start agree without storing it), random for a group created
+// through an API (stored with it, so every node and every start agree).
+const idHexLen = 17
+
 func groupID(name string) string {
 	sum := sha256.Sum256([]byte("target-group/" + name))
-	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
-	n := binary.BigEndian.Uint64(sum[:8])
-	m := binary.BigEndian.Uint64(sum[8:16])
-	b := make([]byte, 17)
-	for i := range b {
-		if i < 12 {
-			b[i] = alphabet[n%36]
-			n /= 36
-		} else {
-			b[i] = alphabet[m%36]
-			m /= 36
+	return "tg-" + hex.EncodeToString(sum[:9])[:idHexLen]
+}
+
+func randomGroupID() string {
+	var b [9]byte
+	_, _ = rand.Read(b[:])
+	return "tg-" + hex.EncodeToString(b[:])[:idHexLen]
+}
+
+// validGroupID reports whether id has the form of a group id.
+func validGroupID(id string) bool {
+	hexPart, ok := strings.CutPrefix(id, "tg-")
+	if !ok || len(hexPart) != idHexLen {
+		return false
+	}
+	for _, c := range hexPart {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
 		}
 	}
-	return "tg-" + string(b)
+	return true
 }
 
 func newGroup(r *Registry, name string, spec *Spec, source string) *Group {
-	g := &Group{reg: r, name: name, id: groupID(name), spec: spec, stick: stickinessOf(spec.Attributes), source: source, targets: make(map[TargetKey]*Target)}
+	return newGroupWithID(r, name, groupID(name), spec, source)
+}
+
+func newGroupWithID(r *Registry, name, id string, spec *Spec, source string) *Group {
+	g := &Group{reg: r, name: name, id: id, spec: spec, stick: stickinessOf(spec.Attributes), source: source, targets: make(map[TargetKey]*Target)}
 	g.publish()
 	return g
 }
@@ -81,12 +100,22 @@ func newGroup(r *Registry, name string, spec *Spec, source string) *Group {
 // Name is the group's name.
 func (g *Group) Name() string { return g.name }
 
-// ID is the group's stable identifier, "tg-" and 17 characters as in VPC Lattice.
+// ID is the group's stable identifier, "tg-" and 17 lowercase hex
+// characters as in VPC Lattice.
 func (g *Group) ID() string { return g.id }
 
-// ARN is an ARN-style identifier of the group.
+// ARN is the group's ELBv2 ARN, in the app's region and account:
+// arn:aws:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<the id's first 16 hex>.
 func (g *Group) ARN() string {
-	return "arn:caddy:elasticloadbalancing:local:000000000000:targetgroup/" + g.name + "/" + g.id[3:]
+	region, account := g.reg.Account()
+	return "arn:aws:elasticloadbalancing:" + region + ":" + account + ":targetgroup/" + g.name + "/" + g.id[3:3+16]
+}
+
+// LatticeARN is the group's VPC Lattice ARN:
+// arn:aws:vpc-lattice:<region>:<account>:targetgroup/<id>.
+func (g *Group) LatticeARN() string {
+	region, account := g.reg.Account()
+	return "arn:aws:vpc-lattice:" + region + ":" + account + ":targetgroup/" + g.id
 }
 
 // Snapshot returns the current immutable view of the group.

@@ -62,7 +62,8 @@ func (r *Registry) CreateGroup(req CreateRequest) (*Group, bool, error) {
 		}
 		params := spec.Config
 		cfg := settings(spec.Config)
-		d := delta{settings: &settingsEntry{Config: &cfg, Created: &params, ClientToken: req.ClientToken}, put: slices.Clone(spec.Config.Targets)}
+		id := randomGroupID()
+		d := delta{settings: &settingsEntry{ID: id, Config: &cfg, Created: &params, ClientToken: req.ClientToken}, put: slices.Clone(spec.Config.Targets)}
 		return plan{delta: d, commit: func() error {
 			r.mu.Lock()
 			if existing, err := r.existingGroup(req, spec, limits); existing != nil || err != nil {
@@ -77,7 +78,7 @@ func (r *Registry) CreateGroup(req CreateRequest) (*Group, bool, error) {
 				}
 				return err
 			}
-			g = newGroup(r, req.Name, spec, SourceAPI)
+			g = newGroupWithID(r, req.Name, id, spec, SourceAPI)
 			g.created, g.clientToken = &params, req.ClientToken
 			g.lock()
 			g.register(spec.Config.Targets, ownerAPI)
@@ -202,7 +203,7 @@ func (r *Registry) modify(name, what string, apply func(*GroupConfig) error) err
 			return edit{}, err
 		}
 		cfg := settings(spec.Config)
-		d := delta{settings: &settingsEntry{Config: &cfg, Created: g.created, ClientToken: g.clientToken}}
+		d := delta{settings: &settingsEntry{ID: g.id, Config: &cfg, Created: g.created, ClientToken: g.clientToken}}
 		return edit{delta: d, apply: func() { g.setSpec(spec) }}, nil
 	})
 	if err != nil {

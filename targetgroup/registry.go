@@ -66,6 +66,8 @@ type Registry struct {
 	// syncing is the sync loop, which Destruct waits for: no write of
 	// the loop may land in storage after the registry is gone.
 	syncing sync.WaitGroup
+	// account holds the region and account id that ARNs name.
+	account atomic.Pointer[account]
 	// eventQ holds the events to emit (events.go).
 	eventQ          chan event
 	eventDropLogged atomic.Int64
@@ -156,6 +158,22 @@ func (r *Registry) InUse(name string) bool {
 	return r.applied != nil && r.applied.refs[name] > 0
 }
 
+type account struct{ region, id string }
+
+// ARN defaults: those of the app fields region and account_id.
+const (
+	defaultRegion    = "us-east-1"
+	defaultAccountID = "000000000000"
+)
+
+// Account returns the region and account id that ARNs name.
+func (r *Registry) Account() (region, id string) {
+	if a := r.account.Load(); a != nil {
+		return a.region, a.id
+	}
+	return defaultRegion, defaultAccountID
+}
+
 // Zone is this node's availability zone ("" when none is set).
 func (r *Registry) Zone() string {
 	if z := r.zone.Load(); z != nil {
@@ -200,6 +218,7 @@ func (r *Registry) apply(a *App) (first bool) {
 	zone := a.Zone
 	r.zone.Store(&zone)
 	setPerTargetMetrics(a.PerTargetMetrics == nil || *a.PerTargetMetrics)
+	r.account.Store(&account{region: a.Region, id: a.AccountID})
 	if st != nil {
 		r.store.Store(&st)
 	}
