@@ -2,13 +2,14 @@ package integration
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/caddy-targetgroup/caddy-targetgroup/targetgroup"
 )
 
 // table is the table output of a command, drawn as the AWS CLI's: the
@@ -239,32 +240,10 @@ func (c *cliCall) printAttributes(op string, raw []byte) error {
 	return nil
 }
 
-// cliTargetHealth is one entry of DescribeTargetHealth.
-type cliTargetHealth struct {
-	Target struct {
-		ID               string `json:"id"`
-		Port             int    `json:"port"`
-		AvailabilityZone string `json:"availability_zone"`
-		Weight           int    `json:"weight"`
-	} `json:"target"`
-	TargetHealth struct {
-		State       string `json:"state"`
-		Reason      string `json:"reason"`
-		Description string `json:"description"`
-	} `json:"target_health"`
-	InFlight int64 `json:"in_flight"`
-}
-
-func (h cliTargetHealth) key() string {
-	if h.Target.Port == 0 {
-		return h.Target.ID
-	}
-	return fmt.Sprintf("%s:%d", h.Target.ID, h.Target.Port)
-}
-
-func decodeHealth(raw []byte) ([]cliTargetHealth, error) {
+// decodeHealth reads the targets of a DescribeTargetHealth answer.
+func decodeHealth(raw []byte) ([]targetgroup.TargetHealthDescription, error) {
 	var h struct {
-		Targets []cliTargetHealth `json:"targets"`
+		Targets []targetgroup.TargetHealthDescription `json:"targets"`
 	}
 	if err := json.Unmarshal(raw, &h); err != nil {
 		return nil, badAnswer(err)
@@ -284,7 +263,7 @@ func (c *cliCall) printHealth(op string, raw []byte) error {
 	}
 	t := table{title: op, header: []string{"Id", "Port", "AvailabilityZone", "State", "Reason", "InFlight", "Description"}}
 	for _, h := range ts {
-		t.rows = append(t.rows, []string{h.Target.ID, portText(h.Target.Port), h.Target.AvailabilityZone, h.TargetHealth.State, h.TargetHealth.Reason, strconv.FormatInt(h.InFlight, 10), h.TargetHealth.Description})
+		t.rows = append(t.rows, []string{h.Target.ID, portText(h.Target.Port), h.Target.AvailabilityZone, string(h.TargetHealth.State), h.TargetHealth.Reason, strconv.FormatInt(h.InFlight, 10), h.TargetHealth.Description})
 	}
 	t.write(c.out)
 	return nil

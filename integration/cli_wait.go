@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/caddy-targetgroup/caddy-targetgroup/targetgroup"
 )
 
 // The waiters of `caddy target-groups wait`, as the AWS CLI's: they poll
@@ -49,12 +51,12 @@ func waitFlags(fs *pflag.FlagSet) {
 
 // targetInService tells whether every target is in service, and if not,
 // which target is not and why.
-func targetInService(ts []cliTargetHealth) (bool, string) {
+func targetInService(ts []targetgroup.TargetHealthDescription) (bool, string) {
 	if len(ts) == 0 {
 		return false, "the group has no targets"
 	}
 	for _, t := range ts {
-		if s := t.TargetHealth.State; s != "healthy" && s != "unavailable" {
+		if s := t.TargetHealth.State; s != targetgroup.StateHealthy && s != targetgroup.StateUnavailable {
 			return false, describeState(t)
 		}
 	}
@@ -62,17 +64,17 @@ func targetInService(ts []cliTargetHealth) (bool, string) {
 }
 
 // targetDeregistered tells whether no target is registered any more.
-func targetDeregistered(ts []cliTargetHealth) (bool, string) {
+func targetDeregistered(ts []targetgroup.TargetHealthDescription) (bool, string) {
 	for _, t := range ts {
-		if t.TargetHealth.State != "unused" {
+		if t.TargetHealth.State != targetgroup.StateUnused {
 			return false, describeState(t)
 		}
 	}
 	return true, ""
 }
 
-func describeState(t cliTargetHealth) string {
-	s := fmt.Sprintf("%s is %s", t.key(), t.TargetHealth.State)
+func describeState(t targetgroup.TargetHealthDescription) string {
+	s := fmt.Sprintf("%s is %s", t.Target.Key(), t.TargetHealth.State)
 	if t.TargetHealth.Reason != "" {
 		s += " (" + t.TargetHealth.Reason + ")"
 	}
@@ -81,7 +83,7 @@ func describeState(t cliTargetHealth) string {
 
 // waiter runs a waiter: done reports whether the answer is the one waited
 // for, and if not, why, for the message of a timeout.
-func waiter(name string, done func([]cliTargetHealth) (bool, string)) func(c *cliCall) error {
+func waiter(name string, done func([]targetgroup.TargetHealthDescription) (bool, string)) func(c *cliCall) error {
 	return func(c *cliCall) error {
 		timeout, _ := c.fs.GetDuration("timeout")
 		poll, _ := c.fs.GetDuration("poll-interval")

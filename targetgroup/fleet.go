@@ -213,12 +213,14 @@ func (r *Registry) writable(name string) error {
 // ValidateNodeID checks a node id: 1-128 letters, digits, '.', '_' or '-'
 // (it names storage keys).
 func ValidateNodeID(id string) error {
-	if id == "" || len(id) > 128 || strings.Trim(id, ".") == "" || strings.ContainsFunc(id, func(c rune) bool {
-		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-')
-	}) {
+	if id == "" || len(id) > 128 || strings.Trim(id, ".") == "" || strings.ContainsFunc(id, func(c rune) bool { return !nodeIDChar(c) }) {
 		return fieldErr("node_id", "%q must be 1-128 characters: letters, digits, '.', '_' or '-'", id)
 	}
 	return nil
+}
+
+func nodeIDChar(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
 }
 
 // defaultNodeID derives a node id from the host name and Caddy's instance
@@ -226,7 +228,7 @@ func ValidateNodeID(id string) error {
 func defaultNodeID() string {
 	host, _ := os.Hostname()
 	host = strings.Map(func(c rune) rune {
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
+		if nodeIDChar(c) {
 			return c
 		}
 		return '-'

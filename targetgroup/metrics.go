@@ -77,8 +77,8 @@ var perTargetOff atomic.Bool
 // setPerTargetMetrics switches the per-target series on or off; off
 // removes those there are.
 func setPerTargetMetrics(on bool) {
-	if perTargetOff.Swap(!on) == !on || on {
-		return
+	if wasOff := perTargetOff.Swap(!on); on || wasOff {
+		return // only switching off has series to remove
 	}
 	requestsTotal.Reset()
 	responseSeconds.Reset()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
 	"sort"
@@ -163,18 +164,14 @@ func (r *Registry) fullSync(st certmagic.Storage) error {
 	}
 	f.mu.Lock()
 	if own != nil {
-		f.own = maps0(own.groups)
+		f.own = maps.Clone(own.groups)
 		f.seq = max(own.head.Seq, own.index.Seq)
 		f.index = own.index.clone()
-		f.index.Health = map[string]int64{}
-		for g, s := range own.index.Health {
-			f.index.Health[g] = s
-		}
 	}
 	f.peerMu.Lock()
 	f.peers = peers
 	f.peerMu.Unlock()
-	for _, p := range append([]*peer{own}, mapsValues(peers)...) {
+	for _, p := range append([]*peer{own}, slices.Collect(maps.Values(peers))...) {
 		if p != nil {
 			for _, c := range p.groups {
 				f.observe(c)
@@ -213,22 +210,6 @@ func (f *fleet) observe(c *contribution) {
 	for _, e := range c.Targets {
 		f.hlc.observe(e.HLC)
 	}
-}
-
-func maps0[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
-func mapsValues[K comparable, V any](m map[K]V) []V {
-	out := make([]V, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
 
 // listNodes lists the nodes that have records in storage.
@@ -448,7 +429,7 @@ func (r *Registry) pollPeer(st certmagic.Storage, n string, changed map[string]b
 	if _, err := loadJSON(st, indexKey(n), &index); err != nil {
 		return err
 	}
-	p := &peer{head: head, index: old.index.clone(), groups: maps0(old.groups), health: maps0(old.health)}
+	p := &peer{head: head, index: old.index.clone(), groups: maps.Clone(old.groups), health: maps.Clone(old.health)}
 	p.index.Node, p.index.Seq = n, index.Seq
 	var errs []error
 	for g, seq := range index.Groups {
