@@ -40,6 +40,16 @@ type GroupConfig struct {
 	// ipv4 (default) or ipv6. Every target's address must be of this type.
 	IPAddressType string `json:"ip_address_type,omitempty"`
 
+	// The VPC the group belongs to in AWS's terms ("vpc-" and 8 or 17 of
+	// a-z 0-9). Caddy keeps and answers it, so that scripts written for
+	// AWS round-trip, and routes nothing by it. Not for lambda groups.
+	VPCID string `json:"vpc_id,omitempty"`
+
+	// The event a lambda group's function receives: empty (default) for
+	// ALB's event, V1 or V2 for VPC Lattice's event structure of that
+	// version. Lambda groups only.
+	LambdaEventStructureVersion string `json:"lambda_event_structure_version,omitempty"`
+
 	// How targets are health-checked. Defaults depend on the protocol.
 	HealthCheck *HealthCheckConfig `json:"health_check,omitempty"`
 

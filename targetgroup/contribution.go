@@ -40,6 +40,8 @@ type settingsEntry struct {
 	Config      *GroupConfig `json:"config,omitempty"`
 	Created     *GroupConfig `json:"created,omitempty"`
 	ClientToken string       `json:"client_token,omitempty"`
+	// CreatedAt is when the group was created, kept by every later entry.
+	CreatedAt time.Time `json:"created_at,omitzero"`
 }
 
 // floor is the newest deletion the entry stands for.

@@ -44,7 +44,7 @@ func (r *Registry) addGroup(name string, s *settingsEntry) *Group {
 	}
 	spec, err := NewSpec(s.Config, r.Allowed())
 	if err == nil {
-		err = ValidateName(name)
+		err = validStoredName(name)
 	}
 	if err != nil {
 		r.logger.Error("a target group created through another node does not validate here; not created", zap.String("group", name), zap.Error(err))
@@ -69,6 +69,7 @@ func (r *Registry) addGroup(name string, s *settingsEntry) *Group {
 	}
 	g := newGroupWithID(r, name, id, spec, SourceAPI)
 	g.created, g.clientToken = s.Created, s.ClientToken
+	g.setTimes(s)
 	if s.ClientToken != "" {
 		r.tokens[s.ClientToken] = name
 	}
@@ -99,6 +100,9 @@ func (r *Registry) updateSettings(g *Group, s *settingsEntry) {
 	defer g.unlock()
 	g.created, g.clientToken = s.Created, s.ClientToken
 	if sameConfig(settings(g.spec.Config), settings(*s.Config)) {
+		if !s.CreatedAt.IsZero() {
+			g.createdAt = s.CreatedAt
+		}
 		return
 	}
 	spec, err := NewSpec(s.Config, r.Allowed())
@@ -107,6 +111,7 @@ func (r *Registry) updateSettings(g *Group, s *settingsEntry) {
 		return
 	}
 	g.setSpec(spec)
+	g.setTimes(s)
 	g.publish()
 	r.logger.Info("target group modified", zap.String("group", g.name), zap.String("through", s.HLC.Node))
 }

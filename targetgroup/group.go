@@ -31,7 +31,10 @@ type Group struct {
 	source      string
 	created     *GroupConfig // creation parameters, for idempotent CreateTargetGroup
 	clientToken string
-	targets     map[TargetKey]*Target
+	// When the group was created and last changed its settings, as VPC
+	// Lattice's createdAt and lastUpdatedAt report them.
+	createdAt, updatedAt time.Time
+	targets              map[TargetKey]*Target
 	// order is targets sorted by (id, port), kept up to date by merging
 	// the targets added since (added) instead of sorting the whole group
 	// on every registration. Both only grow between rebuilds, so after a
@@ -93,12 +96,33 @@ func newGroup(r *Registry, name string, spec *Spec, source string) *Group {
 
 func newGroupWithID(r *Registry, name, id string, spec *Spec, source string) *Group {
 	g := &Group{reg: r, name: name, id: id, spec: spec, stick: stickinessOf(spec.Attributes), source: source, targets: make(map[TargetKey]*Target)}
+	g.createdAt = r.clock.Now().UTC().Truncate(time.Millisecond)
+	g.updatedAt = g.createdAt
 	g.publish()
 	return g
 }
 
 // Name is the group's name.
 func (g *Group) Name() string { return g.name }
+
+// Times returns when the group was created and when its settings last
+// changed.
+func (g *Group) Times() (created, updated time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.createdAt, g.updatedAt
+}
+
+// setTimes takes the times a settings entry records, where it has them.
+// Called with mu held, or before the group is published.
+func (g *Group) setTimes(s *settingsEntry) {
+	if !s.CreatedAt.IsZero() {
+		g.createdAt = s.CreatedAt
+	}
+	if s.HLC.Wall > 0 {
+		g.updatedAt = time.UnixMilli(s.HLC.Wall).UTC()
+	}
+}
 
 // ID is the group's stable identifier, "tg-" and 17 lowercase hex
 // characters as in VPC Lattice.
@@ -361,6 +385,7 @@ func (g *Group) setSpec(s *Spec) {
 	old := g.spec
 	g.spec = s
 	g.stick = stickinessOf(s.Attributes)
+	g.updatedAt = g.reg.clock.Now().UTC().Truncate(time.Millisecond)
 	if old.HealthCheck.Enabled == s.HealthCheck.Enabled {
 		for _, t := range g.targets {
 			if t.state != StateDraining {

@@ -47,7 +47,7 @@ func (r *Registry) readLegacy(st certmagic.Storage) ([]*contribution, error) {
 		var rec legacyRecord
 		found, err := loadJSON(st, key, &rec)
 		var se *storageError
-		if errors.As(err, &se) && se.op == "decoding" || err == nil && found && (rec.Deleted || ValidateName(rec.Name) != nil) {
+		if errors.As(err, &se) && se.op == "decoding" || err == nil && found && (rec.Deleted || validStoredName(rec.Name) != nil) {
 			continue
 		}
 		if err != nil {

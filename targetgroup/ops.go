@@ -23,6 +23,9 @@ type CreateRequest struct {
 	Name        string `json:"name"`
 	ClientToken string `json:"client_token,omitempty"`
 	GroupConfig
+	// NameRule checks the name by the rules of the API the request came
+	// through; nil is ValidateName, the JSON API's and the config's rule.
+	NameRule func(name string) error `json:"-"`
 }
 
 // CreateGroup creates a group owned by the API, as CreateTargetGroup does:
@@ -33,7 +36,11 @@ type CreateRequest struct {
 // the group was created by this call. The group's record is stored before
 // the group exists, so a creation that can't be stored creates nothing.
 func (r *Registry) CreateGroup(req CreateRequest) (*Group, bool, error) {
-	if err := ValidateName(req.Name); err != nil {
+	rule := req.NameRule
+	if rule == nil {
+		rule = ValidateName
+	}
+	if err := rule(req.Name); err != nil {
 		return nil, false, err
 	}
 	if n := len(req.ClientToken); n > 64 || strings.ContainsFunc(req.ClientToken, func(c rune) bool { return c < '!' || c > '~' }) {
@@ -63,7 +70,8 @@ func (r *Registry) CreateGroup(req CreateRequest) (*Group, bool, error) {
 		params := spec.Config
 		cfg := settings(spec.Config)
 		id := randomGroupID()
-		d := delta{settings: &settingsEntry{ID: id, Config: &cfg, Created: &params, ClientToken: req.ClientToken}, put: slices.Clone(spec.Config.Targets)}
+		at := r.clock.Now().UTC().Truncate(time.Millisecond)
+		d := delta{settings: &settingsEntry{ID: id, Config: &cfg, Created: &params, ClientToken: req.ClientToken, CreatedAt: at}, put: slices.Clone(spec.Config.Targets)}
 		return plan{delta: d, commit: func() error {
 			r.mu.Lock()
 			if existing, err := r.existingGroup(req, spec, limits); existing != nil || err != nil {
@@ -80,6 +88,7 @@ func (r *Registry) CreateGroup(req CreateRequest) (*Group, bool, error) {
 			}
 			g = newGroupWithID(r, req.Name, id, spec, SourceAPI)
 			g.created, g.clientToken = &params, req.ClientToken
+			g.createdAt, g.updatedAt = at, at
 			g.lock()
 			g.register(spec.Config.Targets, ownerAPI)
 			g.publish()
@@ -191,6 +200,25 @@ func (r *Registry) ModifyAttributes(name string, attrs map[string]string) error 
 	})
 }
 
+// ModifyTags adds or overwrites the tags of set and removes the keys of
+// remove (AddTags, RemoveTags, TagResource, UntagResource); removing a key
+// the group does not have is no error, as in AWS.
+func (r *Registry) ModifyTags(name string, set map[string]string, remove []string) error {
+	if len(set) == 0 && len(remove) == 0 {
+		return fieldErr("tags", "at least one tag to add or key to remove is required")
+	}
+	return r.modify(name, "tags", func(c *GroupConfig) error {
+		if c.Tags == nil {
+			c.Tags = map[string]string{}
+		}
+		for _, k := range remove {
+			delete(c.Tags, k)
+		}
+		maps.Copy(c.Tags, set)
+		return nil
+	})
+}
+
 // modify applies a change to an API group's settings after validating the
 // result as a whole, keeping every target and its health.
 func (r *Registry) modify(name, what string, apply func(*GroupConfig) error) error {
@@ -203,7 +231,7 @@ func (r *Registry) modify(name, what string, apply func(*GroupConfig) error) err
 			return edit{}, err
 		}
 		cfg := settings(spec.Config)
-		d := delta{settings: &settingsEntry{ID: g.id, Config: &cfg, Created: g.created, ClientToken: g.clientToken}}
+		d := delta{settings: &settingsEntry{ID: g.id, Config: &cfg, Created: g.created, ClientToken: g.clientToken, CreatedAt: g.createdAt}}
 		return edit{delta: d, apply: func() { g.setSpec(spec) }}, nil
 	})
 	if err != nil {

@@ -37,8 +37,60 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// ValidateELBv2Name checks a group name as ELBv2 does: 1–32 characters,
+// letters, digits and hyphens, not beginning or ending with a hyphen. A
+// name of the form of a group id is refused too, since the APIs take an id
+// wherever they take a name.
+func ValidateELBv2Name(name string) error {
+	switch {
+	case len(name) < 1 || len(name) > 32:
+		return fieldErr("name", "%q must be 1-32 characters long", name)
+	case name[0] == '-' || name[len(name)-1] == '-':
+		return fieldErr("name", "%q must not begin or end with a hyphen", name)
+	case validGroupID(name):
+		return fieldErr("name", "%q has the form of a target group id (tg- and 17 hex characters), which names cannot have", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+			return fieldErr("name", "%q may contain only A-Z, a-z, 0-9 and hyphens", name)
+		}
+	}
+	return nil
+}
+
+// validStoredName accepts a name that either API's rules allow: a name
+// read back from storage or another node was checked when it was created,
+// by the rules of the API it was created through.
+func validStoredName(name string) error {
+	if ValidateName(name) == nil || ValidateELBv2Name(name) == nil {
+		return nil
+	}
+	return ValidateName(name)
+}
+
+// validVPCID checks the VPC identifier as VPC Lattice's model does.
+func validVPCID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "vpc-")
+	if !ok || len(rest) != 8 && len(rest) != 17 {
+		return false
+	}
+	return !strings.ContainsFunc(rest, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') })
+}
+
 func normalizeGroup(c *GroupConfig) error {
 	c.Type = lower(c.Type)
+	c.LambdaEventStructureVersion = upper(c.LambdaEventStructureVersion)
+	c.VPCID = strings.TrimSpace(c.VPCID)
+	switch {
+	case c.VPCID != "" && c.Type == TypeLambda:
+		return fieldErr("vpc_id", "not supported for lambda target groups")
+	case c.VPCID != "" && !validVPCID(c.VPCID):
+		return fieldErr("vpc_id", "%q must be vpc- and 8 or 17 characters of a-z 0-9", c.VPCID)
+	case c.LambdaEventStructureVersion != "" && c.Type != TypeLambda:
+		return fieldErr("lambda_event_structure_version", "supported only for lambda target groups")
+	case c.LambdaEventStructureVersion != "" && c.LambdaEventStructureVersion != "V1" && c.LambdaEventStructureVersion != "V2":
+		return fieldErr("lambda_event_structure_version", "%q must be V1 or V2 (VPC Lattice's event structures), or empty for ALB's event", c.LambdaEventStructureVersion)
+	}
 	c.Protocol = upper(c.Protocol)
 	c.ProtocolVersion = upper(c.ProtocolVersion)
 	c.IPAddressType = lower(c.IPAddressType)

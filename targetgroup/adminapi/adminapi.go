@@ -22,8 +22,9 @@ func init() {
 	caddy.RegisterModule(new(AdminAPI))
 }
 
-// AdminAPI is the `admin.api.target_groups` module: the ELBv2-style API
-// under /target-groups/ on Caddy's admin endpoint. It holds no state: the
+// AdminAPI is the `admin.api.target_groups` module: the JSON API under
+// /target-groups/ on Caddy's admin endpoint, ELBv2's Query API at /elbv2
+// (elbv2.go) and VPC Lattice's REST API under /vpc-lattice/ (lattice.go). It holds no state: the
 // admin server is rebuilt before the apps on every config load, so every
 // request looks the live registry up.
 type AdminAPI struct{}
@@ -42,15 +43,34 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 	// Caddy builds the admin endpoint anew (and calls this) at every config
 	// load; its requests then tell where it listens now.
 	targetgroup.ForgetAdminListeners()
-	return []caddy.AdminRoute{{Pattern: "/target-groups/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+	// ELBv2 clients post to the endpoint's path as given, with or without
+	// a trailing slash (the JavaScript SDK adds one): both are served, as
+	// Go's mux would redirect one to the other and no AWS SDK follows a
+	// redirect. VPC Lattice clients always add a path below the endpoint.
+	return []caddy.AdminRoute{
+		{Pattern: "/target-groups/", Handler: noting(a.serve)},
+		{Pattern: "/elbv2", Handler: noting(serveELBv2)},
+		{Pattern: "/elbv2/", Handler: noting(serveELBv2)},
+		{Pattern: "/vpc-lattice/", Handler: noting(serveLattice)},
+	}
 }
 
-// serve answers every request itself, with the JSON error shape of the
-// contract, and returns nil so Caddy adds no error body of its own.
+// noting notes the admin listener a request came through, so that no
+// target can be the admin endpoint, before h answers it. Every handler
+// answers every request itself and returns nil, so that Caddy adds no
+// error body of its own.
+func noting(h caddy.AdminHandlerFunc) caddy.AdminHandler {
+	return caddy.AdminHandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			targetgroup.NoteAdminListener(addr)
+		}
+		return h(w, r)
+	})
+}
+
+// serve answers the JSON dialect, with the JSON error shape of the
+// contract.
 func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
-	if addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		targetgroup.NoteAdminListener(addr) // so that no target can be the admin endpoint
-	}
 	status := http.StatusOK
 	body, err := dispatch(w, r)
 	if ans, ok := body.(answer); ok {
