@@ -50,6 +50,16 @@ step "go test -race"
 # every fuzz target's seed corpus.
 go test -race -count=1 -timeout 20m ./...
 
+step "AWS clients against the built Caddy (integration/awsclients)"
+# A module of its own, so that the AWS SDKs stay out of the plugin's
+# dependencies: the Go SDK's ELBv2 and VPC Lattice clients, Debian's AWS
+# CLI (.ci/run installs it) and, where Node.js is present, the JavaScript
+# SDK's VPC Lattice client.
+if command -v npm >/dev/null 2>&1 && [ ! -d integration/awsclients/js/node_modules ]; then
+	(cd integration/awsclients/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+(cd integration/awsclients && go vet ./... && go test -race -count=1 -timeout 10m ./...)
+
 step "fuzz, each target ${FUZZTIME:-5s} (make fuzz runs them longer)"
 make -s fuzz FUZZTIME="${FUZZTIME:-5s}"
 
