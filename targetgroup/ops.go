@@ -26,6 +26,11 @@ type CreateRequest struct {
 	// NameRule checks the name by the rules of the API the request came
 	// through; nil is ValidateName, the JSON API's and the config's rule.
 	NameRule func(name string) error `json:"-"`
+	// UniqueName refuses an existing name as a duplicate even when its
+	// settings are identical, unless this request's client token created
+	// it: VPC Lattice's rule, where ELBv2 (and the JSON API) answer the
+	// existing group.
+	UniqueName bool `json:"-"`
 }
 
 // CreateGroup creates a group owned by the API, as CreateTargetGroup does:
@@ -128,6 +133,9 @@ func (r *Registry) existingGroup(req CreateRequest, spec *Spec, limits Limits) (
 		}
 	}
 	if g := groups[req.Name]; g != nil {
+		if req.UniqueName {
+			return nil, refuse(KindDuplicateName, "a target group named %q already exists (%s); names are unique: choose another name, or retry with the client token that created it", req.Name, g.id)
+		}
 		if !sameConfig(settings(g.Spec().Config), settings(spec.Config)) {
 			return nil, refuse(KindDuplicateName, "a target group named %q already exists with other settings", req.Name)
 		}
