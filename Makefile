@@ -28,7 +28,7 @@ reliability:
 # Every fuzz target for FUZZTIME each (go test -fuzz takes one at a time).
 FUZZTIME ?= 2m
 FUZZ_TARGETS = ./caddyfile:FuzzGlobalOption ./targetgroup:FuzzNewSpec ./targetgroup:FuzzAdminAPI \
-	./healthcheck:FuzzParseMatcher ./selection:FuzzOpen ./integration:FuzzStickyCookie \
+	./targetgroup:FuzzELBv2 ./healthcheck:FuzzParseMatcher ./selection:FuzzOpen ./integration:FuzzStickyCookie \
 	./integration:FuzzCookieValue
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
