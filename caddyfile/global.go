@@ -32,12 +32,20 @@ func init() {
 //		max_targets_per_group <n>
 //		max_groups <n>
 //		max_udp_flows_per_group <n>
+//		lambda {
+//			endpoint <url>
+//			region <region>
+//			max_concurrent_invocations <n>
+//			timeout <duration>
+//		}
 //		<name> {
 //			type ip|instance|alb|lambda
 //			protocol HTTP|HTTPS|TCP|TLS|UDP|TCP_UDP
 //			protocol_version HTTP1|HTTP2|GRPC
 //			port <n>
 //			ip_address_type ipv4|ipv6
+//			vpc_id <vpc-id>
+//			lambda_event_structure_version V1|V2
 //			health_check off
 //			health_check {
 //				enabled true|false
@@ -203,6 +211,16 @@ func parseTargetGroups(d *caddyfile.Dispenser, existingVal any) (any, error) {
 				app.MaxTargetsPerGroup = n
 			}
 
+		case "lambda":
+			if app.Lambda != nil {
+				return nil, d.Err("duplicate lambda block")
+			}
+			lc, err := parseLambda(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Lambda = lc
+
 		default:
 			name := d.Val()
 			if _, dup := app.Groups[name]; dup {
@@ -220,4 +238,48 @@ func parseTargetGroups(d *caddyfile.Dispenser, existingVal any) (any, error) {
 		}
 	}
 	return httpcaddyfile.App{Name: "target_groups", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// parseLambda reads the lambda block of the target_groups option.
+func parseLambda(d *caddyfile.Dispenser) (*targetgroup.LambdaConfig, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	lc := new(targetgroup.LambdaConfig)
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("lambda: duplicate %s", opt)
+		}
+		seen[opt] = true
+		v, err := oneArg(d)
+		if err != nil {
+			return nil, err
+		}
+		switch opt {
+		case "endpoint":
+			lc.Endpoint = v
+		case "region":
+			lc.Region = v
+		case "max_concurrent_invocations":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return nil, d.Errf("lambda: max_concurrent_invocations: %q must be 0 (no limit) or a positive number", v)
+			}
+			lc.MaxConcurrentInvocations = n
+		case "timeout":
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return nil, d.Errf("lambda: timeout: %q is not a duration", v)
+			}
+			lc.Timeout = caddy.Duration(dur)
+		default:
+			return nil, d.Errf("lambda: unrecognized option '%s' (allowed: endpoint, region, max_concurrent_invocations, timeout)", opt)
+		}
+		if err := lc.Validate(); err != nil {
+			return nil, d.WrapErr(err)
+		}
+	}
+	return lc, nil
 }

@@ -86,6 +86,20 @@ func (p *groupParser) parseOption(d *caddyfile.Dispenser) error {
 			c.IPAddressType = strings.ToLower(v)
 		}
 
+	case "vpc_id", "lambda_event_structure_version":
+		if err := p.once(d, opt, opt); err != nil {
+			return err
+		}
+		v, err := oneArg(d)
+		if err != nil {
+			return err
+		}
+		if opt == "vpc_id" {
+			c.VPCID = v
+		} else {
+			c.LambdaEventStructureVersion = strings.ToUpper(v)
+		}
+
 	case "port":
 		if err := p.once(d, opt, opt); err != nil {
 			return err

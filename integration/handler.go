@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
 
 	"github.com/caddy-targetgroup/caddy-targetgroup/targetgroup"
 )
@@ -24,7 +25,9 @@ func init() {
 // to one target group — the target_group upstream source and selection
 // policy — with the transport the group's protocol asks for: HTTP/1.1, h2c
 // for HTTP2 and GRPC, and for HTTPS groups TLS without certificate
-// verification (as AWS load balancers do with their targets).
+// verification (as AWS load balancers do with their targets). A lambda
+// group's function is invoked instead (see serveLambda): this handler is
+// the one way to serve lambda groups.
 type Handler struct {
 	// The target group to proxy to.
 	Group string `json:"group,omitempty"`
@@ -43,6 +46,9 @@ type Handler struct {
 	// (the config's caddy.Context is not safe for that). Read-only after
 	// Provision.
 	proxies map[transportKey]*reverseproxy.Handler
+	// lambda invokes the functions of lambda groups.
+	lambda *lambdaInvoker
+	logger *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -67,6 +73,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.reg = app.Registry()
+	h.logger = ctx.Logger()
+	h.lambda, _ = app.LambdaInvoker().(*lambdaInvoker)
 	if spec := app.DeclaredSpec(h.Group); spec != nil && spec.Layer4() {
 		return fmt.Errorf("target_group handler: group %q has protocol %s; use the layer4 target_group handler for it", h.Group, spec.Config.Protocol)
 	}
@@ -176,6 +184,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	snap := g.Snapshot()
 	if len(snap.Routable) == 0 {
 		return unavailable(snap.NoTargetReason(h.Group))
+	}
+	if snap.Spec.Config.Type == targetgroup.TypeLambda {
+		return h.serveLambda(w, r, g, snap)
 	}
 	rp := h.proxies[keyOf(snap.Spec)]
 	if rp == nil {

@@ -125,6 +125,9 @@ func (h *Layer4Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.reg = app.Registry()
+	if spec := app.DeclaredSpec(h.Group); spec != nil && spec.Config.Type == targetgroup.TypeLambda {
+		return fmt.Errorf("layer4 target_group handler: group %q is of type lambda; use the http target_group handler for it", h.Group)
+	}
 	if spec := app.DeclaredSpec(h.Group); spec != nil && !spec.Layer4() {
 		return fmt.Errorf("layer4 target_group handler: group %q has protocol %s; use reverse_proxy or the http target_group handler for it", h.Group, spec.Config.Protocol)
 	}
@@ -443,6 +446,8 @@ func isPacketNetwork(network string) bool {
 func targetNetwork(spec *targetgroup.Spec, packet bool) (string, error) {
 	p := spec.Config.Protocol
 	switch {
+	case spec.Config.Type == targetgroup.TypeLambda:
+		return "", errors.New("target group is of type lambda, which the layer4 handler can't serve; use the http target_group handler")
 	case !spec.Layer4():
 		return "", fmt.Errorf("target group has protocol %s, which the layer4 handler can't serve; use reverse_proxy", p)
 	case p == targetgroup.ProtocolTCPUDP && packet, p == targetgroup.ProtocolUDP && packet:

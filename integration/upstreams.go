@@ -46,7 +46,16 @@ func (u *UpstreamSource) Provision(ctx caddy.Context) error {
 		return err
 	}
 	u.reg = app.Registry()
+	if spec := app.DeclaredSpec(u.Group); spec != nil && spec.Config.Type == targetgroup.TypeLambda {
+		return errLambdaUpstreams(u.Group)
+	}
 	return nil
+}
+
+// errLambdaUpstreams refuses a lambda group as reverse_proxy upstreams:
+// functions have no address to proxy to.
+func errLambdaUpstreams(group string) error {
+	return fmt.Errorf("target_group upstreams: group %q is of type lambda, whose function reverse_proxy cannot invoke; route to it with the target_group handler (Caddyfile: target_group %s)", group, group)
 }
 
 // Validate checks that a group is named.
@@ -69,6 +78,9 @@ func (u *UpstreamSource) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream
 	snap := g.Snapshot()
 	if g == at.group {
 		at.snap = snap
+	}
+	if snap.Spec.Config.Type == targetgroup.TypeLambda {
+		return nil, errLambdaUpstreams(u.Group)
 	}
 	if len(snap.Routable) == 0 {
 		return nil, errors.New(snap.NoTargetReason(u.Group))

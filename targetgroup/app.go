@@ -65,6 +65,10 @@ type App struct {
 	// storage's round trips.
 	SyncInterval caddy.Duration `json:"sync_interval,omitempty"`
 
+	// How the functions of lambda groups are invoked: endpoint, region,
+	// max_concurrent_invocations, timeout (see LambdaConfig).
+	Lambda *LambdaConfig `json:"lambda,omitempty"`
+
 	specs   map[string]*Spec
 	allowed []netip.Prefix
 	ctx     caddy.Context
@@ -77,6 +81,8 @@ type App struct {
 	syncInterval time.Duration
 	refs         map[string]int // groups used by routes of this config
 	cleaned      atomic.Bool
+	lambdaCfg    LambdaConfig
+	lambda       LambdaInvoker
 }
 
 // CaddyModule returns the Caddy module information.
@@ -128,6 +134,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if a.syncInterval < 10*time.Millisecond || a.syncInterval > time.Minute {
 		return fieldErr("sync_interval", "%s is outside 10ms-1m", a.syncInterval)
+	}
+	if err := a.provisionLambda(ctx); err != nil {
+		return err
 	}
 	if len(a.Groups) > a.limits.MaxGroups {
 		return fieldErr("groups", "%d groups exceed max_groups %d", len(a.Groups), a.limits.MaxGroups)
@@ -224,6 +233,9 @@ func (a *App) Stop() error {
 // Cleanup releases the reference to the registry.
 func (a *App) Cleanup() error {
 	a.cleaned.Store(true)
+	if c, ok := a.lambda.(interface{ Close() }); ok {
+		c.Close()
+	}
 	if a.reg != nil {
 		_, err := registries.Delete(registryKey)
 		return err

@@ -30,6 +30,10 @@ func (g *Group) check(ctx context.Context, t *Target) {
 	}
 	g.unlock()
 
+	if spec.Config.Type == TypeLambda {
+		g.checkLambda(ctx, t, spec)
+		return
+	}
 	ip := t.ip
 	if !ip.IsValid() {
 		rctx, cancel := context.WithTimeout(ctx, spec.HealthCheck.Probe.Timeout)

@@ -81,6 +81,9 @@ type Registry struct {
 	mitigateEvery, rotateKeysEvery time.Duration
 	// resolver resolves host-name targets (instance, alb).
 	resolver resolver
+	// lambda is the invoker of the config in force, for health checks of
+	// lambda groups.
+	lambda atomic.Pointer[lambdaHolder]
 }
 
 func newRegistry(logger *zap.Logger) *Registry {
@@ -195,7 +198,7 @@ func schedKey(g *Group, t *Target) string { return g.name + "\x00" + t.Key().Str
 // g.mu held.
 func (r *Registry) schedule(g *Group, t *Target) {
 	hc := g.spec.HealthCheck
-	if !hc.Enabled && !t.named() || g.spec.Config.Type == TypeLambda || t.misfit != "" {
+	if !hc.Enabled && !t.named() || t.misfit != "" {
 		r.sched.Remove(schedKey(g, t))
 		return
 	}
@@ -219,6 +222,7 @@ func (r *Registry) apply(a *App) (first bool) {
 	r.zone.Store(&zone)
 	setPerTargetMetrics(a.PerTargetMetrics == nil || *a.PerTargetMetrics)
 	r.account.Store(&account{region: a.Region, id: a.AccountID})
+	r.lambda.Store(&lambdaHolder{inv: a.lambda})
 	if st != nil {
 		r.store.Store(&st)
 	}

@@ -86,7 +86,7 @@ func (s *Snapshot) Stickiness() Stickiness { return s.stick }
 // Dial is the address routable target i is connected to, "ip:port": a host
 // name's resolved address, never the name, so that whatever dials it (a
 // reverse_proxy transport of the user's) connects only where the health
-// check did, inside allowed_cidrs.
+// check did, inside allowed_cidrs. A function (lambda) has none: "".
 func (s *Snapshot) Dial(i int) string { return s.dials[i] }
 
 // ByDial finds a routable target by the address Dial gives for it.
@@ -97,8 +97,6 @@ func (s *Snapshot) NoTargetReason(group string) string {
 	switch {
 	case s.Total == 0 && s.Draining == 0:
 		return fmt.Sprintf("target group %q has no registered target", group)
-	case s.Spec.Config.Type == TypeLambda:
-		return fmt.Sprintf("target group %q has lambda targets, which this version cannot invoke", group)
 	default:
 		return fmt.Sprintf("target group %q has no routable target (%d initial, %d unhealthy, %d draining)", group, s.Initial, s.Unhealthy, s.Draining)
 	}
@@ -137,8 +135,10 @@ func (g *Group) publish() {
 		}
 		s.Total++
 	}
-	// A host name is routable only once it resolved inside allowed_cidrs.
-	unresolved := func(t *Target) bool { return t.addr.Load() == nil }
+	// A host name is routable only once it resolved inside allowed_cidrs;
+	// a function has no address.
+	lambda := g.spec.Config.Type == TypeLambda
+	unresolved := func(t *Target) bool { return !lambda && t.addr.Load() == nil }
 	healthy = slices.DeleteFunc(healthy, unresolved)
 	unhealthy = slices.DeleteFunc(unhealthy, unresolved)
 	s.Routable = healthy
@@ -156,9 +156,6 @@ func (g *Group) publish() {
 			s.Routable = append(append([]*Target(nil), healthy...), unhealthy...)
 		}
 	}
-	if g.spec.Config.Type == TypeLambda {
-		s.Routable = nil
-	}
 	s.slowStart = a.SlowStart
 	s.slowSince = make([]int64, len(s.Routable))
 	s.dials = make([]string, len(s.Routable))
@@ -167,8 +164,10 @@ func (g *Group) publish() {
 		weights = make([]float64, len(s.Routable))
 	}
 	for i, t := range s.Routable {
-		s.dials[i] = t.addr.Load().s
-		s.byDial[s.dials[i]] = t
+		if a := t.addr.Load(); a != nil {
+			s.dials[i] = a.s
+			s.byDial[s.dials[i]] = t
+		}
 		s.byKey[t.Key()] = i
 		if !t.slowStartSince.IsZero() {
 			s.slowSince[i] = t.slowStartSince.UnixNano()
