@@ -20,8 +20,9 @@ type GroupDescription struct {
 
 // TargetHealthDescription is one entry of DescribeTargetHealth.
 type TargetHealthDescription struct {
-	Target          TargetConfig `json:"target"`
-	HealthCheckPort string       `json:"health_check_port"`
+	Target TargetConfig `json:"target"`
+	// Absent for lambda targets, which have no port, as in AWS.
+	HealthCheckPort string       `json:"health_check_port,omitempty"`
 	TargetHealth    TargetHealth `json:"target_health"`
 	// Requests (HTTP) or connections (layer 4) in flight through this Caddy.
 	InFlight int64 `json:"in_flight"`
@@ -114,6 +115,9 @@ func (g *Group) DescribeTargetHealth(keys ...TargetKey) []TargetHealthDescriptio
 		port := strconv.Itoa(t.cfg.Port)
 		if p := g.spec.HealthCheck.Port; p != 0 {
 			port = strconv.Itoa(p)
+		}
+		if g.spec.Config.Type == TypeLambda {
+			port = ""
 		}
 		d := TargetHealthDescription{
 			Target:          t.cfg,

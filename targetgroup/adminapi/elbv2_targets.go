@@ -149,9 +149,7 @@ func describeELBv2TargetHealth(c *elbv2Call) (any, error) {
 			Target:       elbv2Target{Id: d.Target.ID, Port: d.Target.Port, AvailabilityZone: d.Target.AvailabilityZone},
 			TargetHealth: elbv2TargetHealth{State: string(d.TargetHealth.State), Reason: d.TargetHealth.Reason, Description: d.TargetHealth.Description},
 		}
-		if d.HealthCheckPort != "0" {
-			e.HealthCheckPort = d.HealthCheckPort
-		}
+		e.HealthCheckPort = d.HealthCheckPort // absent for lambda targets
 		if anomaly && d.AnomalyDetection != nil {
 			e.AnomalyDetection = &elbv2Anomaly{Result: d.AnomalyDetection.Result, MitigationInEffect: d.AnomalyDetection.MitigationInEffect}
 		}
