@@ -392,7 +392,9 @@ func TestELBv2Targets(t *testing.T) {
 	// A lambda group: its one target is a function, without a port.
 	var lg xmlGroups
 	elbv2OK(t, r, &lg, "CreateTargetGroup", "Name", "fn", "TargetType", "lambda")
-	if g := lg.Groups[0]; g.TargetType != "lambda" || g.Port != 0 || g.Protocol != "" || g.HealthCheckEnabled || g.HealthCheckIntervalSeconds != 35 {
+	// As AWS describes one: no protocol or port, of the group or its check.
+	if g := lg.Groups[0]; g.TargetType != "lambda" || g.Port != 0 || g.Protocol != "" || g.HealthCheckEnabled || g.HealthCheckIntervalSeconds != 35 ||
+		g.HealthCheckTimeoutSeconds != 30 || g.HealthCheckProtocol != "" || g.HealthCheckPort != "" || g.IpAddressType != "ipv4" || g.VpcId != "" {
 		t.Fatalf("lambda group %+v", g)
 	}
 	arn := "arn:aws:lambda:us-east-1:123456789012:function:echo"
@@ -403,6 +405,56 @@ func TestELBv2Targets(t *testing.T) {
 		t.Fatalf("lambda target %+v", h.Descriptions)
 	}
 	elbv2Refused(t, r, 400, "TooManyTargets", "single target", "RegisterTargets", "TargetGroupArn", "fn", "Targets.member.1.Id", "other")
+}
+
+// ModifyTargetGroup moves a layer 4 group's health check between TCP and
+// HTTP, and changes a gRPC group's matcher, as AWS does.
+func TestELBv2ModifyHealthCheck(t *testing.T) {
+	r := targetgroup.AdminFixture(t)
+	defer r.Destruct()
+	var out xmlGroups
+	elbv2OK(t, r, &out, "CreateTargetGroup", "Name", "nlb", "TargetType", "ip", "Protocol", "TCP", "Port", "5000", "HealthCheckPort", "8080")
+	if g := out.Groups[0]; g.HealthCheckProtocol != "TCP" || g.HealthCheckPath != "" || g.Matcher != nil || g.HealthCheckPort != "8080" {
+		t.Fatalf("created %+v", g)
+	}
+	elbv2OK(t, r, &out, "ModifyTargetGroup", "TargetGroupArn", "nlb", "HealthCheckProtocol", "HTTP", "HealthCheckPath", "/ping")
+	if g := out.Groups[0]; g.HealthCheckProtocol != "HTTP" || g.HealthCheckPath != "/ping" || g.Matcher == nil || g.Matcher.HttpCode != "200-399" {
+		t.Fatalf("to HTTP %+v", g)
+	}
+	// Back to TCP: the HTTP check's path and matcher go with it.
+	elbv2OK(t, r, &out, "ModifyTargetGroup", "TargetGroupArn", "nlb", "HealthCheckProtocol", "TCP", "UnhealthyThresholdCount", "4")
+	if g := out.Groups[0]; g.HealthCheckProtocol != "TCP" || g.HealthCheckPath != "" || g.Matcher != nil || g.UnhealthyThresholdCount != 4 || g.HealthCheckPort != "8080" {
+		t.Fatalf("back to TCP %+v", g)
+	}
+	elbv2Refused(t, r, 400, "ValidationError", "HealthCheckPath: TCP health checks have no path", "ModifyTargetGroup", "TargetGroupArn", "nlb", "HealthCheckProtocol", "TCP", "HealthCheckPath", "/x")
+	elbv2Refused(t, r, 400, "ValidationError", "TCP health checks are not supported for HTTP groups", "ModifyTargetGroup", "TargetGroupArn", "api", "HealthCheckProtocol", "TCP")
+
+	elbv2OK(t, r, &out, "CreateTargetGroup", "Name", "grpc", "TargetType", "ip", "Protocol", "HTTP", "ProtocolVersion", "GRPC", "Port", "50051")
+	if g := out.Groups[0]; g.Matcher == nil || g.Matcher.GrpcCode != "12" || g.Matcher.HttpCode != "" || g.HealthCheckPath != "/AWS.ALB/healthcheck" {
+		t.Fatalf("gRPC group %+v %+v", g, g.Matcher)
+	}
+	elbv2OK(t, r, &out, "ModifyTargetGroup", "TargetGroupArn", "grpc", "Matcher.GrpcCode", "0-99", "HealthCheckPort", "traffic-port")
+	if g := out.Groups[0]; g.Matcher == nil || g.Matcher.GrpcCode != "0-99" || g.HealthCheckPort != "traffic-port" {
+		t.Fatalf("gRPC matcher %+v", g.Matcher)
+	}
+	elbv2Refused(t, r, 400, "ValidationError", "Matcher.HttpCode: gRPC health checks match grpc_code", "ModifyTargetGroup", "TargetGroupArn", "grpc", "Matcher.HttpCode", "200")
+}
+
+// A tag call naming several groups changes all of them or none: a group
+// the config owns, named after one it does not, is refused first.
+func TestELBv2TagsAllOrNothing(t *testing.T) {
+	r := targetgroup.AdminFixture(t)
+	defer r.Destruct()
+	elbv2OK(t, r, nil, "AddTags", "ResourceArns.member.1", "api", "Tags.member.1.Key", "env", "Tags.member.1.Value", "dev")
+	elbv2Refused(t, r, 400, "OperationNotPermitted", `"web" is declared in the config`, "AddTags",
+		"ResourceArns.member.1", "api", "ResourceArns.member.2", "web", "Tags.member.1.Key", "env", "Tags.member.1.Value", "prod")
+	elbv2Refused(t, r, 400, "OperationNotPermitted", `"web" is declared in the config`, "RemoveTags",
+		"ResourceArns.member.1", "api", "ResourceArns.member.2", "web", "TagKeys.member.1", "env")
+	var tags xmlTags
+	elbv2OK(t, r, &tags, "DescribeTags", "ResourceArns.member.1", "api")
+	if fmt.Sprint(tags.Descriptions[0].Tags) != "[{env dev}]" {
+		t.Fatalf("refused tag calls changed api's tags: %+v", tags)
+	}
 }
 
 // Refused calls answer the code the model gives, name the parameter and
@@ -459,6 +511,8 @@ func TestELBv2Refusals(t *testing.T) {
 		{"LoadBalancerNotFound", "only ELBv2 resources are target groups", "AddTags", []string{"ResourceArns.member.1", "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/a/1", "Tags.member.1.Key", "k"}},
 		{"MissingParameter", "Tags", "AddTags", []string{"ResourceArns.member.1", "api"}},
 		{"OperationNotPermitted", "declared in the config", "AddTags", []string{"ResourceArns.member.1", "web", "Tags.member.1.Key", "k"}},
+		// All or nothing: api, named first, keeps its tags.
+		{"OperationNotPermitted", `"web" is declared in the config`, "AddTags", []string{"ResourceArns.member.1", "api", "ResourceArns.member.2", "web", "Tags.member.1.Key", "k"}},
 		{"MissingParameter", "TagKeys", "RemoveTags", []string{"ResourceArns.member.1", "api"}},
 		{"MissingParameter", "ResourceArns", "DescribeTags", nil},
 		{"ValidationError", "give at most 20", "DescribeTags", tooManyARNs(21)},

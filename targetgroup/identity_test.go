@@ -173,3 +173,26 @@ func TestModifyTags(t *testing.T) {
 		t.Fatalf("tagging a missing group: %v", err)
 	}
 }
+
+// Creating an existing name with identical settings answers the existing
+// group whatever its tags (tags are no setting), unless the API's names
+// are unique (VPC Lattice), and other settings are a duplicate name.
+func TestCreateExistingName(t *testing.T) {
+	r := startRegistry(t, newFlakyStorage(t), newTestClock(), webConfig())
+	g := mustCreate(t, r, apiGroup("api", 80))
+	must(t, r.ModifyTags("api", map[string]string{"team": "web"}, nil))
+	again := apiGroup("api", 80)
+	again.Tags = map[string]string{"other": "x"}
+	if got, created, err := r.CreateGroup(again); err != nil || created || got != g {
+		t.Fatalf("a repeat with other tags: %v %v %v", got, created, err)
+	}
+	if tags := g.Describe().Tags; len(tags) != 1 || tags["team"] != "web" {
+		t.Fatalf("a repeat changed the tags: %v", tags)
+	}
+	_, _, err := r.CreateGroup(apiGroup("api", 81))
+	expectRefusal(t, "other settings", err, KindDuplicateName)
+	unique := apiGroup("api", 80)
+	unique.UniqueName = true
+	_, _, err = r.CreateGroup(unique)
+	expectRefusal(t, "a unique name", err, KindDuplicateName)
+}

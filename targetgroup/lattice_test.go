@@ -174,8 +174,9 @@ func TestLatticeCreateTargetGroupSeed(t *testing.T) {
 }
 
 // Members left out take Lattice's defaults: port 80 (443 for HTTPS),
-// HTTP1, IPV4, the health check's; LAMBDA groups get event structure V1
-// and no health check, ALB groups none either.
+// HTTP1, IPV4, the health check's, which is off for HTTP2, GRPC and TCP
+// groups; LAMBDA groups get event structure V1 and no health check, ALB
+// groups none either.
 func TestLatticeCreateDefaults(t *testing.T) {
 	r := targetgroup.AdminFixture(t)
 	defer r.Destruct()
@@ -183,10 +184,12 @@ func TestLatticeCreateDefaults(t *testing.T) {
 		{`{"name":"plain","type":"IP"}`, `{"port":80,"protocol":"HTTP","protocolVersion":"HTTP1","ipAddressType":"IPV4","healthCheck":{"enabled":true,"protocol":"HTTP","protocolVersion":"HTTP1","path":"/","healthCheckIntervalSeconds":30,"healthCheckTimeoutSeconds":5,"healthyThresholdCount":5,"unhealthyThresholdCount":2,"matcher":{"httpCode":"200"}}}`},
 		{`{"name":"secure","type":"IP","config":{"protocol":"HTTPS","healthCheck":{"path":"/up"}}}`, `{"port":443,"protocol":"HTTPS","protocolVersion":"HTTP1","ipAddressType":"IPV4","healthCheck":{"enabled":true,"protocol":"HTTP","protocolVersion":"HTTP1","path":"/up","healthCheckIntervalSeconds":30,"healthCheckTimeoutSeconds":5,"healthyThresholdCount":5,"unhealthyThresholdCount":2,"matcher":{"httpCode":"200"}}}`},
 		{`{"name":"grpc","type":"IP","config":{"protocolVersion":"GRPC"}}`, `{"port":80,"protocol":"HTTP","protocolVersion":"GRPC","ipAddressType":"IPV4","healthCheck":{"enabled":false,"protocol":"HTTP","protocolVersion":"HTTP1","path":"/","healthCheckIntervalSeconds":30,"healthCheckTimeoutSeconds":5,"healthyThresholdCount":5,"unhealthyThresholdCount":2,"matcher":{"httpCode":"200"}}}`},
+		{`{"name":"h2-group","type":"IP","config":{"protocolVersion":"HTTP2"}}`, `{"port":80,"protocol":"HTTP","protocolVersion":"HTTP2","ipAddressType":"IPV4","healthCheck":{"enabled":false,"protocol":"HTTP","protocolVersion":"HTTP2","path":"/","healthCheckIntervalSeconds":30,"healthCheckTimeoutSeconds":5,"healthyThresholdCount":5,"unhealthyThresholdCount":2,"matcher":{"httpCode":"200"}}}`},
+		{`{"name":"tcp-checked","type":"IP","config":{"port":5432,"protocol":"TCP","healthCheck":{"enabled":true}}}`, `{"port":5432,"protocol":"TCP","ipAddressType":"IPV4","healthCheck":{"enabled":true,"protocol":"HTTP","protocolVersion":"HTTP1","path":"/","healthCheckIntervalSeconds":30,"healthCheckTimeoutSeconds":5,"healthyThresholdCount":5,"unhealthyThresholdCount":2,"matcher":{"httpCode":"200"}}}`},
 		{`{"name":"fn-a","type":"LAMBDA"}`, `{"lambdaEventStructureVersion":"V1"}`},
 		{`{"name":"fn-two","type":"LAMBDA","config":{"lambdaEventStructureVersion":"V2"}}`, `{"lambdaEventStructureVersion":"V2"}`},
 		{`{"name":"lb-a","type":"ALB","config":{"port":8080,"protocol":"HTTP","vpcIdentifier":"vpc-01234567"}}`, `{"port":8080,"protocol":"HTTP","protocolVersion":"HTTP1","ipAddressType":"IPV4","vpcIdentifier":"vpc-01234567"}`},
-		{`{"name":"hosts","type":"INSTANCE","config":{"port":8080,"protocol":"TCP"}}`, `{"port":8080,"protocol":"TCP","ipAddressType":"IPV4","healthCheck":{"enabled":true,"protocol":"HTTP","protocolVersion":"HTTP1","path":"/","healthCheckIntervalSeconds":30,"healthCheckTimeoutSeconds":5,"healthyThresholdCount":5,"unhealthyThresholdCount":2,"matcher":{"httpCode":"200"}}}`},
+		{`{"name":"hosts","type":"INSTANCE","config":{"port":8080,"protocol":"TCP"}}`, `{"port":8080,"protocol":"TCP","ipAddressType":"IPV4","healthCheck":{"enabled":false,"protocol":"HTTP","protocolVersion":"HTTP1","path":"/","healthCheckIntervalSeconds":30,"healthCheckTimeoutSeconds":5,"healthyThresholdCount":5,"unhealthyThresholdCount":2,"matcher":{"httpCode":"200"}}}`},
 	} {
 		a := lattice(t, r, "POST", "/targetgroups", c.body).must(t, http.StatusCreated)
 		var want any
@@ -214,6 +217,8 @@ func TestLatticeValidation(t *testing.T) {
 		{`{"type":"IP"}`, []string{"name"}, "required"},
 		{`{"name":"tg-reserved","type":"IP"}`, []string{"name"}, `must not begin with "tg-"`},
 		{`{"name":"Upper","type":"IP"}`, []string{"name"}, "a-z, 0-9 and hyphens"},
+		// A wrong name is named beside the other wrong members.
+		{`{"name":"Bad_Name","type":"BOGUS","clientToken":"has space"}`, []string{"name", "type", "clientToken"}, "a-z, 0-9 and hyphens"},
 		{`{"name":"fn-a","type":"LAMBDA","config":{"port":80,"healthCheck":{"enabled":true},"vpcIdentifier":"vpc-01234567"}}`,
 			[]string{"config.port", "config.vpcIdentifier", "config.healthCheck"}, "not supported for target groups of type LAMBDA"},
 		{`{"name":"lb-a","type":"ALB","config":{"healthCheck":{"enabled":true}}}`, []string{"config.healthCheck"}, "not supported for target groups of type ALB"},
@@ -467,7 +472,7 @@ func TestLatticePagination(t *testing.T) {
 	if items := a.body["items"].([]any); len(items) != 1 || items[0].(map[string]any)["name"] != "in-vpc" {
 		t.Fatalf("VPC filter: %s", a.raw)
 	}
-	for _, q := range []string{"?maxResults=0", "?maxResults=101", "?maxResults=x", "?nextToken=%25%25", "?targetGroupType=ip"} {
+	for _, q := range []string{"?maxResults=0", "?maxResults=101", "?maxResults=x", "?nextToken=%25%25", "?targetGroupType=ip", "?vpcIdentifier=vpc-1"} {
 		lattice(t, r, "GET", "/targetgroups"+q, "").refused(t, http.StatusBadRequest, "ValidationException")
 	}
 	lattice(t, r, "POST", "/targetgroups/api/listtargets?nextToken=bm9wZQ", "{}").refused(t, http.StatusBadRequest, "ValidationException")
@@ -540,7 +545,15 @@ func TestLatticeDeleteAndTags(t *testing.T) {
 	lattice(t, r, "DELETE", "/tags/"+arn, "").refused(t, http.StatusBadRequest, "ValidationException")
 	lattice(t, r, "POST", "/tags/"+arn, `{"tags":{"aws:owner":"x"}}`).refused(t, http.StatusBadRequest, "ValidationException")
 	lattice(t, r, "POST", "/tags/"+arn, `{}`).refused(t, http.StatusBadRequest, "ValidationException")
-	lattice(t, r, "POST", "/tags/web", `{"tags":{"a":"b"}}`).refused(t, http.StatusConflict, "ConflictException")
+	// TagResource and UntagResource have no ConflictException in the
+	// model (the Go SDK would answer it untyped): a config group's tags
+	// are refused as a ValidationException.
+	for _, c := range []struct{ method, path, body string }{{"POST", "/tags/web", `{"tags":{"a":"b"}}`}, {"DELETE", "/tags/web?tagKeys=a", ""}} {
+		a := lattice(t, r, c.method, c.path, c.body).refused(t, http.StatusBadRequest, "ValidationException")
+		if a.str("reason") != "other" || !strings.Contains(a.str("message"), "declared in the config") {
+			t.Errorf("%s %s: %s", c.method, c.path, a.raw)
+		}
+	}
 	lattice(t, r, "DELETE", "/targetgroups/web", "").refused(t, http.StatusConflict, "ConflictException")
 	lattice(t, r, "DELETE", "/targetgroups/nosuch", "").refused(t, http.StatusNotFound, "ResourceNotFoundException")
 	if after := targetgroup.Fingerprint(t, r); after != fp {

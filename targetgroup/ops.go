@@ -136,7 +136,9 @@ func (r *Registry) existingGroup(req CreateRequest, spec *Spec, limits Limits) (
 		if req.UniqueName {
 			return nil, refuse(KindDuplicateName, "a target group named %q already exists (%s); names are unique: choose another name, or retry with the client token that created it", req.Name, g.id)
 		}
-		if !sameConfig(settings(g.Spec().Config), settings(spec.Config)) {
+		// Tags are no setting: a repeated creation after the group was
+		// tagged, or with other tags, is still the same group.
+		if !sameConfig(untagged(g.Spec().Config), untagged(spec.Config)) {
 			return nil, refuse(KindDuplicateName, "a target group named %q already exists with other settings", req.Name)
 		}
 		return g, nil
@@ -151,6 +153,12 @@ func (r *Registry) existingGroup(req CreateRequest, spec *Spec, limits Limits) (
 // two groups' settings.
 func settings(c GroupConfig) GroupConfig {
 	c.Targets = nil
+	return c
+}
+
+// untagged is a group's settings without its targets and tags.
+func untagged(c GroupConfig) GroupConfig {
+	c.Targets, c.Tags = nil, nil
 	return c
 }
 

@@ -294,6 +294,18 @@ func modifyELBv2Group(c *elbv2Call) (any, error) {
 	if err := c.done(); err != nil {
 		return nil, err
 	}
+	if p, ok := hc["protocol"].(string); ok && strings.EqualFold(p, targetgroup.ProtocolTCP) {
+		// A TCP check has no path, matcher or protocol version, which the
+		// HTTP check it replaces had and the change would otherwise keep;
+		// ELBv2 has no parameter for the check's protocol version.
+		hc["protocol_version"] = ""
+		if _, ok := hc["path"]; !ok {
+			hc["path"] = ""
+		}
+		if _, ok := hc["matcher"]; !ok {
+			hc["matcher"] = nil
+		}
+	}
 	raw, _ := json.Marshal(hc)
 	if err := c.reg.ModifyHealthCheck(g.Name(), map[string]json.RawMessage{"health_check": raw}); err != nil {
 		return nil, err

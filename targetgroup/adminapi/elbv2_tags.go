@@ -51,6 +51,18 @@ func elbv2ResourceNotFound(arn string) error {
 	return elbv2GroupNotFound(arn)
 }
 
+// elbv2TagsWritable refuses, before any group changes, a group whose tags
+// the config owns: the groups are changed one by one, so that a call
+// naming such a group after another would otherwise change the first.
+func elbv2TagsWritable(groups []*targetgroup.Group) error {
+	for _, g := range groups {
+		if g.Source() == targetgroup.SourceConfig {
+			return elbv2Fail(elbv2CodeNotPermitted, "target group %q is declared in the config, which owns its tags: change it in the config (the target_groups global option, or /config/apps/target_groups/groups/%s) and reload", g.Name(), g.Name())
+		}
+	}
+	return nil
+}
+
 // addELBv2Tags adds or overwrites tags. Each group's tag count is checked
 // before any group changes, so that a call over the quota changes none.
 func addELBv2Tags(c *elbv2Call) (any, error) {
@@ -66,6 +78,9 @@ func addELBv2Tags(c *elbv2Call) (any, error) {
 		return nil, elbv2Missing("Tags (Tags.member.N.Key and .Value)")
 	}
 	if err := c.done(); err != nil {
+		return nil, err
+	}
+	if err := elbv2TagsWritable(groups); err != nil {
 		return nil, err
 	}
 	for _, g := range groups {
@@ -103,6 +118,9 @@ func removeELBv2Tags(c *elbv2Call) (any, error) {
 		return nil, elbv2Missing("TagKeys (TagKeys.member.N)")
 	}
 	if err := c.done(); err != nil {
+		return nil, err
+	}
+	if err := elbv2TagsWritable(groups); err != nil {
 		return nil, err
 	}
 	for _, g := range groups {

@@ -139,6 +139,14 @@ func elbv2GroupOf(g *targetgroup.Group) elbv2TargetGroup {
 			out.Matcher = &elbv2Matcher{HttpCode: m.HTTPCode, GrpcCode: m.GRPCCode}
 		}
 	}
+	if d.Type == targetgroup.TypeLambda {
+		// As AWS describes a lambda group: a function is invoked, on no
+		// port and by no protocol of the group's choosing.
+		out.HealthCheckProtocol, out.HealthCheckPort = "", ""
+		if out.IpAddressType == "" {
+			out.IpAddressType = targetgroup.IPv4
+		}
+	}
 	return out
 }
 

@@ -3,6 +3,7 @@ package adminapi
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -136,12 +137,22 @@ func (req *latticeCreateRequest) groupConfig() (targetgroup.GroupConfig, error) 
 	var cs latticeChecks
 	if req.Name == "" {
 		cs.add("name", "required: 3-128 characters of a-z, 0-9 and hyphens")
+	} else if err := targetgroup.ValidateName(req.Name); err != nil {
+		// The domain checks it again; here so that the answer names it
+		// beside the other wrong members.
+		var ve *targetgroup.ValidationError
+		if errors.As(err, &ve) {
+			cs.add("name", "%s", ve.Message)
+		}
 	}
 	switch {
 	case req.Type == "":
 		cs.add("type", "required: one of %s", strings.Join(latticeTypes, ", "))
 	default:
 		cs.oneOf("type", req.Type, latticeTypes...)
+	}
+	if t := req.ClientToken; len(t) > 64 || strings.ContainsFunc(t, func(c rune) bool { return c < '!' || c > '~' }) {
+		cs.add("clientToken", "must be 1-64 printable ASCII characters without spaces")
 	}
 	cfg := req.Config
 	if cfg == nil {
@@ -202,10 +213,13 @@ func (req *latticeCreateRequest) groupConfig() (targetgroup.GroupConfig, error) 
 		return out, err
 	}
 	// Lattice's defaults, which differ from ELBv2's for layer 4 groups
-	// and HTTP2 or GRPC groups; the domain fills in the rest.
+	// and HTTP2 or GRPC groups; the domain fills in the rest. Checks are
+	// on by default for HTTP1 groups only: off for HTTP2 and GRPC groups,
+	// and off for TCP groups, which have no protocol version (VPC Lattice
+	// User Guide, health checks and TLS listeners).
 	version := latticeOr(cfg.ProtocolVersion, targetgroup.VersionHTTP1)
 	defaults := map[string]any{
-		"enabled": version == targetgroup.VersionHTTP1, "protocol": targetgroup.ProtocolHTTP,
+		"enabled": version == targetgroup.VersionHTTP1 && cfg.Protocol != targetgroup.ProtocolTCP, "protocol": targetgroup.ProtocolHTTP,
 		"interval": "30s", "timeout": "5s", "healthy_threshold": 5, "unhealthy_threshold": 2,
 		"matcher": map[string]string{"http_code": "200"},
 	}
@@ -389,10 +403,13 @@ func listLatticeGroups(c *latticeCall) (int, any, error) {
 	if err != nil {
 		cs.add("nextToken", "%v", err)
 	}
+	vpc := q.Get("vpcIdentifier")
+	if vpc != "" && !latticeVPC(vpc) {
+		cs.add("vpcIdentifier", "%q must be vpc- and 8 or 17 characters of 0-9 and a-z", vpc)
+	}
 	if err := cs.err(); err != nil {
 		return 0, nil, err
 	}
-	vpc := q.Get("vpcIdentifier")
 	items := []latticeGroupSummary{}
 	next := ""
 	for _, g := range c.reg.Groups() {

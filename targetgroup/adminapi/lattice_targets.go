@@ -313,8 +313,16 @@ func untagLatticeResource(c *latticeCall) (int, any, error) {
 
 func modifyLatticeTags(c *latticeCall, g *targetgroup.Group, set map[string]string, remove []string) (int, any, error) {
 	if err := c.reg.ModifyTags(g.Name(), set, remove); err != nil {
-		if targetgroup.KindOf(err) == targetgroup.KindValidation {
+		switch targetgroup.KindOf(err) {
+		case targetgroup.KindValidation:
 			return 0, nil, latticeFields(err, "")
+		case targetgroup.KindNotPermitted:
+			// TagResource and UntagResource have no ConflictException in
+			// the model, which the Go SDK would answer as an untyped error:
+			// the config owning the tags is a ValidationException.
+			var de *targetgroup.Error
+			errors.As(err, &de)
+			return 0, nil, &latticeError{status: http.StatusBadRequest, typ: latticeValidation, reason: latticeReasonOther, message: de.Message}
 		}
 		return 0, nil, latticeWithResource(err, g.LatticeARN())
 	}
