@@ -1,12 +1,16 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -38,75 +42,175 @@ type lambdaInvoker struct {
 	aws       aws.Config
 	logger    *zap.Logger
 	timeout   time.Duration
-	// slots bounds the invocations in flight at the endpoint; nil: no bound.
-	slots chan struct{}
-	http  *awshttp.BuildableClient
+	// slots counts the invocations in flight at the endpoint, limit
+	// bounds them (max_concurrent_invocations; 0: no bound).
+	slots *endpointSlots
+	limit int
+	// transport is the one invocations go through, once the client is
+	// made: Close lets go of its idle connections.
+	transport atomic.Pointer[http.Transport]
 
 	// client is made at the first invocation, which is when looking for
 	// credentials is worth its cost (it may ask an instance's metadata
 	// service): a config load, or `caddy validate`, never waits for it.
 	setup  sync.Once
 	client *lambda.Client
+	// awsErr is why the SDK's configuration could not be loaded: every
+	// invocation fails with it (a 502), rather than every config load,
+	// lambda groups or none, failing on a broken AWS_PROFILE.
+	awsErr error
 }
 
-// invocationSlots are the bounds of the endpoints by endpoint, shared by
+// invocationSlots counts the invocations in flight by endpoint, shared by
 // every config load: invocations of the previous config still running
-// count against the next one's, which is what keeps a single-flight
-// emulator alive across reloads.
+// count against the next one's limit, whatever either limit is, which is
+// what keeps a single-flight emulator alive across reloads.
 var invocationSlots struct {
 	mu    sync.Mutex
-	pools map[string]*slotPool
+	pools map[string]*endpointSlots
 }
 
-type slotPool struct {
-	n  int
-	ch chan struct{}
-}
-
-func slotsFor(endpoint string, n int) chan struct{} {
-	if n == 0 {
-		return nil
-	}
+func slotsFor(endpoint string) *endpointSlots {
 	invocationSlots.mu.Lock()
 	defer invocationSlots.mu.Unlock()
 	if invocationSlots.pools == nil {
-		invocationSlots.pools = map[string]*slotPool{}
+		invocationSlots.pools = map[string]*endpointSlots{}
 	}
-	p := invocationSlots.pools[endpoint]
-	if p == nil || p.n != n {
-		p = &slotPool{n: n, ch: make(chan struct{}, n)}
-		invocationSlots.pools[endpoint] = p
+	s := invocationSlots.pools[endpoint]
+	if s == nil {
+		s = &endpointSlots{}
+		invocationSlots.pools[endpoint] = s
 	}
-	return p.ch
+	return s
+}
+
+// endpointSlots are the invocations in flight at one endpoint and those
+// waiting, in order, for fewer than their config's limit to be in flight.
+// Taking and giving back a slot are atomic operations; the mutex guards
+// the queue, which only invocations over a limit join.
+type endpointSlots struct {
+	inFlight atomic.Int64
+	queued   atomic.Int64 // len(waiters), read without mu
+	mu       sync.Mutex
+	waiters  []*slotWaiter
+}
+
+type slotWaiter struct {
+	limit int64
+	ready chan struct{} // closed once the slot is the waiter's
+}
+
+// take takes a slot if fewer than limit are in flight (0: no limit).
+func (s *endpointSlots) take(limit int64) bool {
+	for {
+		n := s.inFlight.Load()
+		if limit > 0 && n >= limit {
+			return false
+		}
+		if s.inFlight.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// acquire takes a slot under limit (0: no limit, the invocation is only
+// counted), waiting behind those already waiting for as long as ctx lets
+// it. Every nil return is matched by one release.
+func (s *endpointSlots) acquire(ctx context.Context, limit int) error {
+	l := int64(limit)
+	if l == 0 {
+		s.inFlight.Add(1)
+		return nil
+	}
+	if s.queued.Load() == 0 && s.take(l) {
+		return nil
+	}
+	w := &slotWaiter{limit: l, ready: make(chan struct{})}
+	s.mu.Lock()
+	s.waiters = append(s.waiters, w)
+	s.queued.Add(1)
+	s.grantLocked()
+	s.mu.Unlock()
+	select {
+	case <-w.ready:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-w.ready:
+		// Granted as ctx ended: nothing will use it.
+		s.inFlight.Add(-1)
+	default:
+		for i, o := range s.waiters {
+			if o == w {
+				s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
+				s.queued.Add(-1)
+				break
+			}
+		}
+	}
+	// w may have been at the head, before waiters of a higher limit.
+	s.grantLocked()
+	return ctx.Err()
+}
+
+// release gives a slot back and hands it to the first waiter it fits.
+// (A waiter counts itself queued before it looks at inFlight, and release
+// looks at queued after it lowers inFlight: one of them sees the other.)
+func (s *endpointSlots) release() {
+	s.inFlight.Add(-1)
+	if s.queued.Load() > 0 {
+		s.mu.Lock()
+		s.grantLocked()
+		s.mu.Unlock()
+	}
+}
+
+// grantLocked hands slots to the waiters in order while the first one's
+// limit lets it in. Called with mu held.
+func (s *endpointSlots) grantLocked() {
+	for len(s.waiters) > 0 {
+		w := s.waiters[0]
+		if !s.take(w.limit) {
+			return
+		}
+		s.waiters[0] = nil
+		s.waiters = s.waiters[1:]
+		s.queued.Add(-1)
+		close(w.ready)
+	}
 }
 
 func newLambdaInvoker(ctx caddy.Context, cfg targetgroup.LambdaConfig, appRegion string) (targetgroup.LambdaInvoker, error) {
-	hc := awshttp.NewBuildableClient()
-	awsCfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(hc))
-	if err != nil {
-		return nil, fmt.Errorf("loading the AWS SDK's configuration: %v", err)
-	}
+	awsCfg, err := config.LoadDefaultConfig(ctx)
 	endpoint := strings.TrimSuffix(cfg.Endpoint, "/")
 	key := endpoint
 	if key == "" {
 		key = "aws"
 	}
-	return &lambdaInvoker{
+	li := &lambdaInvoker{
 		cfg:       cfg,
 		appRegion: appRegion,
 		envRegion: awsCfg.Region,
 		aws:       awsCfg,
 		logger:    ctx.Logger().Named("lambda"),
 		timeout:   time.Duration(cfg.Timeout),
-		slots:     slotsFor(key, cfg.MaxConcurrentInvocations),
-		http:      hc,
-	}, nil
+		slots:     slotsFor(key),
+		limit:     cfg.MaxConcurrentInvocations,
+	}
+	if err != nil {
+		li.awsErr = fmt.Errorf("loading the AWS SDK's configuration: %v", err)
+		li.logger.Warn("lambda target groups cannot invoke their functions", zap.Error(li.awsErr))
+	}
+	return li, nil
 }
 
 // Close lets go of idle connections when the config is unloaded.
 func (li *lambdaInvoker) Close() {
-	if c := li.http.GetTransport(); c != nil {
-		c.CloseIdleConnections()
+	if tr := li.transport.Load(); tr != nil {
+		tr.CloseIdleConnections()
 	}
 }
 
@@ -129,8 +233,18 @@ func (li *lambdaInvoker) lambdaClient(ctx context.Context) *lambda.Client {
 			}
 		}
 		li.client = lambda.NewFromConfig(li.aws, func(o *lambda.Options) {
+			// The SDK's client copies its transport whenever it is
+			// used: this one is made of the same settings (a custom CA
+			// bundle included), and kept for Close.
+			if b, ok := o.HTTPClient.(*awshttp.BuildableClient); ok {
+				tr := b.GetTransport()
+				li.transport.Store(tr)
+				o.HTTPClient = &http.Client{Transport: tr, Timeout: b.GetTimeout(),
+					CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			}
 			if li.cfg.Endpoint != "" {
 				o.BaseEndpoint = aws.String(li.cfg.Endpoint)
+				o.HTTPClient = emulatorErrors{o.HTTPClient}
 			}
 			// A load balancer never sends a request twice: the function
 			// may have run.
@@ -141,6 +255,37 @@ func (li *lambdaInvoker) lambdaClient(ctx context.Context) *lambda.Client {
 		})
 	})
 	return li.client
+}
+
+// emulatorErrors makes the emulator's answer for a function that crashed
+// (panicked, or its process exited) Lambda's: the emulator answers HTTP
+// 502 with the function error as the body, where Lambda answers 200 with
+// X-Amz-Function-Error: Unhandled. Without this the SDK makes it an
+// UnknownError and the function's errorType and errorMessage are lost
+// from the log. Lambda's own errors carry X-Amzn-ErrorType and are left
+// alone.
+type emulatorErrors struct{ next aws.HTTPClient }
+
+func (c emulatorErrors) Do(r *http.Request) (*http.Response, error) {
+	resp, err := c.next.Do(r)
+	if err != nil || resp.StatusCode < 500 || resp.Header.Get("X-Amzn-ErrorType") != "" {
+		return resp, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, latticeLambdaLimit+1))
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	var fe struct {
+		ErrorMessage *string `json:"errorMessage"`
+		ErrorType    *string `json:"errorType"`
+	}
+	if json.Unmarshal(body, &fe) == nil && (fe.ErrorMessage != nil || fe.ErrorType != nil) {
+		resp.StatusCode, resp.Status = http.StatusOK, "200 OK"
+		resp.Header.Set("X-Amz-Function-Error", "Unhandled")
+	}
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	return resp, nil
 }
 
 // region is where function is invoked: the lambda field's region, else
@@ -173,25 +318,31 @@ type invokeResult struct {
 // runs on, holding its slot, until the function answers: it still runs at
 // the endpoint, and an emulator crashes on an overlapping one.
 func (li *lambdaInvoker) invoke(ctx context.Context, function string, event []byte, timeout time.Duration) ([]byte, string, *lambdaFailure) {
-	if li.slots != nil {
-		select {
-		case li.slots <- struct{}{}:
-		case <-ctx.Done():
-			return nil, "", ctxFailure(ctx, reasonQueueAbandoned)
-		}
+	if li.awsErr != nil {
+		return nil, "", &lambdaFailure{status: http.StatusBadGateway, reason: reasonInvokeFailed, detail: li.awsErr.Error()}
 	}
 	client := li.lambdaClient(ctx)
-	done := make(chan invokeResult, 1)
 	region := li.region(function)
+	if err := li.slots.acquire(ctx, li.limit); err != nil {
+		return nil, "", ctxFailure(ctx, reasonQueueAbandoned)
+	}
+	done := make(chan invokeResult, 1)
 	go func() {
+		var res invokeResult
+		defer func() {
+			// The slot is given back however the call ends: a panic
+			// here would otherwise take Caddy down, not just this
+			// request.
+			if p := recover(); p != nil {
+				res = invokeResult{err: fmt.Errorf("the Invoke call panicked: %v", p)}
+			}
+			li.slots.release()
+			done <- res
+		}()
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), maxInvocation)
 		defer cancel()
-		out, err := client.Invoke(bctx, &lambda.InvokeInput{FunctionName: aws.String(function), Payload: event},
+		res.out, res.err = client.Invoke(bctx, &lambda.InvokeInput{FunctionName: aws.String(function), Payload: event},
 			func(o *lambda.Options) { o.Region = region })
-		if li.slots != nil {
-			<-li.slots
-		}
-		done <- invokeResult{out, err}
 	}()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -253,7 +404,7 @@ func (li *lambdaInvoker) CheckHealth(ctx context.Context, g *targetgroup.Group, 
 	payload, fe, fail := li.invoke(ctx, function, event, timeout)
 	var ans *lambdaAnswer
 	if fail == nil {
-		ans, fail = parseAnswer(payload, fe, lambdaLimit(req.Version))
+		ans, fail = parseAnswer(payload, fe, lambdaLimit(req.Version), req.MultiValue && req.Version == eventALB)
 	}
 	switch {
 	case fail != nil && fail.status == http.StatusGatewayTimeout:

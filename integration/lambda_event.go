@@ -205,7 +205,12 @@ func buildEvent(req *lambdaRequest) ([]byte, error) {
 			"body":                  body,
 			"isBase64Encoded":       b64,
 			"requestContext": map[string]any{
-				"targetGroupArn": req.LatticeARN,
+				// Caddy is no Lattice service in a service network, but
+				// the event's parsers (Powertools' schemas, the SDKs'
+				// types) require both fields: empty, not absent.
+				"serviceNetworkArn": "",
+				"serviceArn":        "",
+				"targetGroupArn":    req.LatticeARN,
 				// No IAM authenticates the caller here, as with a
 				// Lattice service of auth type NONE.
 				"identity":  map[string]any{"type": "NONE"},
@@ -278,8 +283,9 @@ var hopHeaders = map[string]bool{
 
 // parseAnswer maps a function's payload to the client's answer.
 // functionError is the Invoke API's X-Amz-Function-Error ("" when none);
-// limit is the largest payload accepted.
-func parseAnswer(payload []byte, functionError string, limit int) (*lambdaAnswer, *lambdaFailure) {
+// limit is the largest payload accepted; multiValue is the group's
+// lambda.multi_value_headers.enabled (ALB events).
+func parseAnswer(payload []byte, functionError string, limit int, multiValue bool) (*lambdaAnswer, *lambdaFailure) {
 	if len(payload) > limit {
 		return nil, &lambdaFailure{status: http.StatusBadGateway, reason: reasonTooLarge, detail: fmt.Sprintf("%d bytes of JSON, more than the %d allowed", len(payload), limit)}
 	}
@@ -305,22 +311,33 @@ func parseAnswer(payload []byte, functionError string, limit int) (*lambdaAnswer
 		return nil, malformed("statusCode %s is not an HTTP status within 200-599", clip(string(a.StatusCode)))
 	}
 	out := &lambdaAnswer{status: code, header: http.Header{}}
-	for _, k := range sortedKeys(a.Headers) {
-		var one string
-		var many []string
-		switch raw := a.Headers[k]; {
-		case json.Unmarshal(raw, &one) == nil:
-			many = []string{one}
-		case json.Unmarshal(raw, &many) == nil:
-		default:
-			return nil, malformed("header %q is neither a string nor a list of strings", k)
+	// ALB reads one of the two header fields, the one of the group's mode
+	// (multiValueHeaders with lambda.multi_value_headers.enabled, headers
+	// otherwise), and ignores the other: merging both would repeat the
+	// headers a function sends in both. An answer with none in that field
+	// has the other's passed on. VPC Lattice answers have headers.
+	if len(a.MultiValueHeaders) > 0 && (multiValue || len(a.Headers) == 0) {
+		for _, k := range sortedKeys(a.MultiValueHeaders) {
+			addHeader(out.header, k, a.MultiValueHeaders[k])
 		}
-		if _, multi := a.MultiValueHeaders[k]; !multi {
+	} else {
+		for _, k := range sortedKeys(a.Headers) {
+			var one string
+			var many []string
+			switch raw := a.Headers[k]; {
+			case json.Unmarshal(raw, &one) == nil:
+				many = []string{one}
+			case json.Unmarshal(raw, &many) == nil:
+			default:
+				return nil, malformed("header %q is neither a string nor a list of strings", k)
+			}
 			addHeader(out.header, k, many)
 		}
 	}
-	for _, k := range sortedKeys(a.MultiValueHeaders) {
-		addHeader(out.header, k, a.MultiValueHeaders[k])
+	// ALB gives an answer without a Content-Type application/octet-stream,
+	// where Go's server would sniff one from the body.
+	if _, ok := out.header["Content-Type"]; !ok && code != http.StatusNoContent && code != http.StatusNotModified {
+		out.header.Set("Content-Type", "application/octet-stream")
 	}
 	if a.Body != nil {
 		out.body = []byte(*a.Body)

@@ -124,7 +124,7 @@ func TestLambdaEventLattice(t *testing.T) {
 	if ev["version"] != "2.0" || ev["path"] != "/a%2Fb" || ev["method"] != "POST" || !reflect.DeepEqual(h["x-multi"], []any{"1", "2"}) || ev["isBase64Encoded"] != false {
 		t.Errorf("V2 event %v", ev)
 	}
-	wantRC := map[string]any{"targetGroupArn": req.LatticeARN, "identity": map[string]any{"type": "NONE"}, "region": "us-east-1", "timeEpoch": "1700000000123456"}
+	wantRC := map[string]any{"serviceNetworkArn": "", "serviceArn": "", "targetGroupArn": req.LatticeARN, "identity": map[string]any{"type": "NONE"}, "region": "us-east-1", "timeEpoch": "1700000000123456"}
 	if !reflect.DeepEqual(rc, wantRC) {
 		t.Errorf("V2 requestContext\n got %v\nwant %v", rc, wantRC)
 	}
@@ -147,26 +147,56 @@ func TestLambdaHealthCheckEvent(t *testing.T) {
 }
 
 func TestLambdaAnswers(t *testing.T) {
-	ok := func(payload, fe string) *lambdaAnswer {
+	ok := func(payload, fe string, multi bool) *lambdaAnswer {
 		t.Helper()
-		a, fail := parseAnswer([]byte(payload), fe, albLambdaLimit)
+		a, fail := parseAnswer([]byte(payload), fe, albLambdaLimit, multi)
 		if fail != nil {
 			t.Fatalf("%s: %v", payload, fail)
 		}
 		return a
 	}
-	a := ok(`{"statusCode":201,"statusDescription":"201 Created","headers":{"content-type":"text/plain","x-a":"1","connection":"close","content-length":"99"},"body":"hi","isBase64Encoded":false}`, "")
+	a := ok(`{"statusCode":201,"statusDescription":"201 Created","headers":{"content-type":"text/plain","x-a":"1","connection":"close","content-length":"99"},"body":"hi","isBase64Encoded":false}`, "", false)
 	if a.status != 201 || string(a.body) != "hi" || a.header.Get("Content-Type") != "text/plain" || a.header.Get("X-A") != "1" || a.header.Get("Connection") != "" || a.header.Get("Content-Length") != "" {
 		t.Errorf("answer %+v", a)
 	}
-	a = ok(`{"statusCode":200,"headers":{"x-a":"single","x-b":"b"},"multiValueHeaders":{"Set-Cookie":["a=1","b=2"],"x-a":["m1","m2"]},"body":"AAEC","isBase64Encoded":true}`, "")
-	if !reflect.DeepEqual(a.header.Values("Set-Cookie"), []string{"a=1", "b=2"}) || !reflect.DeepEqual(a.header.Values("X-A"), []string{"m1", "m2"}) || a.header.Get("X-B") != "b" || string(a.body) != "\x00\x01\x02" {
+	// With both fields, ALB reads the one of the group's mode only.
+	both := `{"statusCode":200,"headers":{"content-type":"text/plain","x-a":"single","x-b":"b"},"multiValueHeaders":{"Content-Type":["text/plain"],"Set-Cookie":["a=1","b=2"],"x-a":["m1","m2"]},"body":"AAEC","isBase64Encoded":true}`
+	a = ok(both, "", true)
+	if !reflect.DeepEqual(a.header.Values("Set-Cookie"), []string{"a=1", "b=2"}) || !reflect.DeepEqual(a.header.Values("X-A"), []string{"m1", "m2"}) || a.header.Get("X-B") != "" || string(a.body) != "\x00\x01\x02" {
 		t.Errorf("multi-value answer %+v", a)
 	}
+	if ct := a.header.Values("Content-Type"); !reflect.DeepEqual(ct, []string{"text/plain"}) {
+		t.Errorf("multi-value answer: Content-Type %q, want it once", ct)
+	}
+	a = ok(both, "", false)
+	if a.header.Get("Set-Cookie") != "" || !reflect.DeepEqual(a.header.Values("X-A"), []string{"single"}) || a.header.Get("X-B") != "b" || !reflect.DeepEqual(a.header.Values("Content-Type"), []string{"text/plain"}) {
+		t.Errorf("single-value answer with both fields: %v", a.header)
+	}
+	// The other field alone still counts.
+	a = ok(`{"statusCode":200,"headers":null,"multiValueHeaders":{"Set-Cookie":["a=1","b=2"]}}`, "", false)
+	if !reflect.DeepEqual(a.header.Values("Set-Cookie"), []string{"a=1", "b=2"}) {
+		t.Errorf("multiValueHeaders alone, single-value group: %v", a.header)
+	}
+	a = ok(`{"statusCode":200,"headers":{"X-A":"1"},"multiValueHeaders":null}`, "", true)
+	if a.header.Get("X-A") != "1" {
+		t.Errorf("headers alone, multi-value group: %v", a.header)
+	}
 	// Lattice V2 functions may answer headers as lists.
-	a = ok(`{"statusCode":204,"headers":{"x-l":["1","2"]},"multiValueHeaders":null}`, "")
+	a = ok(`{"statusCode":204,"headers":{"x-l":["1","2"]},"multiValueHeaders":null}`, "", false)
 	if a.status != 204 || !reflect.DeepEqual(a.header.Values("X-L"), []string{"1", "2"}) || len(a.body) != 0 {
 		t.Errorf("list headers %+v", a)
+	}
+	// No Content-Type: ALB's application/octet-stream, not a sniffed one;
+	// none on answers that have no content.
+	for payload, want := range map[string]string{
+		`{"statusCode":200,"body":"<html>hi</html>"}`: "application/octet-stream",
+		`{"statusCode":200}`:                          "application/octet-stream",
+		`{"statusCode":204}`:                          "",
+		`{"statusCode":304}`:                          "",
+	} {
+		if ct := ok(payload, "", false).header.Get("Content-Type"); ct != want {
+			t.Errorf("%s: Content-Type %q, want %q", payload, ct, want)
+		}
 	}
 
 	for _, tc := range []struct {
@@ -189,13 +219,13 @@ func TestLambdaAnswers(t *testing.T) {
 		{`{"statusCode":200,"body":"%%%","isBase64Encoded":true}`, "", reasonMalformed},
 		{`{"statusCode":200,"body":"` + strings.Repeat("x", albLambdaLimit) + `"}`, "", reasonTooLarge},
 	} {
-		_, fail := parseAnswer([]byte(tc.payload), tc.functionError, albLambdaLimit)
+		_, fail := parseAnswer([]byte(tc.payload), tc.functionError, albLambdaLimit, false)
 		if fail == nil || fail.reason != tc.reason || fail.status != http.StatusBadGateway {
 			t.Errorf("%s (function error %q): %v, want %s (502)", clip(tc.payload), tc.functionError, fail, tc.reason)
 		}
 	}
 	// Lattice takes up to 6 MB.
-	if _, fail := parseAnswer([]byte(`{"statusCode":200,"body":"`+strings.Repeat("x", albLambdaLimit)+`"}`), "", lambdaLimit(eventV2)); fail != nil {
+	if _, fail := parseAnswer([]byte(`{"statusCode":200,"body":"`+strings.Repeat("x", albLambdaLimit)+`"}`), "", lambdaLimit(eventV2), false); fail != nil {
 		t.Errorf("a 1 MB answer of a Lattice group: %v", fail)
 	}
 }

@@ -56,7 +56,7 @@ func (h *Handler) serveLambda(w http.ResponseWriter, r *http.Request, g *targetg
 	payload, fe, fail := h.lambda.invoke(r.Context(), function, event, h.lambda.timeout)
 	var ans *lambdaAnswer
 	if fail == nil {
-		ans, fail = parseAnswer(payload, fe, limit)
+		ans, fail = parseAnswer(payload, fe, limit, spec.Attributes.LambdaMultiValueHeaders && version == eventALB)
 	}
 	elapsed := time.Since(start)
 	if fail != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,12 @@ import (
 func lambdaCaddy(t *testing.T, endpoint, timeout string, groups map[string]any) *caddyProc {
 	t.Helper()
 	p := newCaddyProc(t)
+	p.start(lambdaConfig(p, endpoint, timeout, groups))
+	return p
+}
+
+// lambdaConfig is lambdaCaddy's config.
+func lambdaConfig(p *caddyProc, endpoint, timeout string, groups map[string]any) []byte {
 	all := map[string]any{
 		"fn-alb": lambdaGroup(nil),
 		"fn-mv":  lambdaGroup(map[string]any{"attributes": map[string]string{"lambda.multi_value_headers.enabled": "true"}}),
@@ -38,12 +45,11 @@ func lambdaCaddy(t *testing.T, endpoint, timeout string, groups map[string]any) 
 		routes = append(routes, stripped(name, name))
 	}
 	routes = append(routes, route("", tgHandler("fn-alb")))
-	p.start(p.expand(caddyConfig{
+	return p.expand(caddyConfig{
 		groups: all,
 		app:    map[string]any{"lambda": map[string]any{"endpoint": endpoint, "max_concurrent_invocations": 1, "timeout": timeout}},
 		routes: routes,
-	}.json()))
-	return p
+	}.json())
 }
 
 func TestLambdaALBEvents(t *testing.T) {
@@ -143,6 +149,26 @@ func TestLambdaALBEvents(t *testing.T) {
 				t.Errorf("%s: %s, Set-Cookie %q", path, a, got)
 			}
 		}
+		// Both header fields: the group's mode picks one, as ALB's does,
+		// and no header comes twice.
+		for path, want := range map[string]struct {
+			field   string
+			cookies int
+		}{"/both-headers": {"headers", 0}, "/mv/both-headers": {"multiValueHeaders", 2}} {
+			a := send(t, "GET", base+path, nil, nil)
+			if a.status != 200 || a.header.Get("X-Field") != want.field || len(a.header.Values("X-Field")) != 1 || len(a.header.Values("Set-Cookie")) != want.cookies || !reflect.DeepEqual(a.header.Values("Content-Type"), []string{"text/plain"}) {
+				t.Errorf("%s: %s %v, want the %s field alone", path, a, a.header, want.field)
+			}
+		}
+	})
+
+	t.Run("no Content-Type", func(t *testing.T) {
+		// /health-ua answers 400 with no headers: ALB's
+		// application/octet-stream, not a type sniffed from the body.
+		a := send(t, "GET", base+"/health-ua", nil, nil)
+		if a.status != 400 || string(a.body) != "not a health check event" || a.header.Get("Content-Type") != "application/octet-stream" {
+			t.Errorf("an answer without Content-Type: %s %v", a, a.header)
+		}
 	})
 
 	t.Run("status codes", func(t *testing.T) {
@@ -163,6 +189,13 @@ func TestLambdaALBEvents(t *testing.T) {
 			t.Errorf("/malformed: %s, want 502", a)
 		}
 		p.logHas(`"lambda invocation failed"`, `"reason":"malformed answer"`)
+		// A panic: the emulator answers HTTP 502 with the error, which is
+		// the function's error, logged as such.
+		if a := send(t, "GET", base+"/panic", nil, nil); a.status != 502 || len(a.body) != 0 {
+			t.Errorf("/panic: %s, want an empty 502", a)
+		}
+		p.logHas(`"lambda invocation failed"`, `"reason":"function error"`, "panic requested", `"status":502`)
+		event(t, send(t, "GET", base+"/after-panic", nil, nil))
 		if a := send(t, "GET", base+"/status/99", nil, nil); a.status != 502 {
 			t.Errorf("statusCode 99: %s, want 502", a)
 		}
@@ -293,22 +326,72 @@ func TestLambdaTimeouts(t *testing.T) {
 	})
 }
 
+// TestLambdaReload: a reload with lambda groups (one of them new) while a
+// 504'd invocation still runs keeps the one-at-a-time limit (the emulator
+// would crash on an overlapping invocation), each request's lease ends
+// once, and the new group serves.
+func TestLambdaReload(t *testing.T) {
+	t.Parallel()
+	bins := buildLambdaBins(t)
+	endpoint := startRIE(t, bins, "AWS_LAMBDA_FUNCTION_TIMEOUT=30")
+	p := lambdaCaddy(t, endpoint, "1s", nil)
+	base := "http://" + p.http
+	if a := send(t, "GET", base+"/sleep?d=3s", nil, nil); a.status != 504 {
+		t.Fatalf("past lambda.timeout: %s, want 504", a)
+	}
+	// The client has its 504; the lease is over, the invocation is not.
+	if d := p.describe("fn-alb")[0]; d.inFlight != 0 {
+		t.Errorf("in flight after the 504: %d", d.inFlight)
+	}
+	p.reload(lambdaConfig(p, endpoint, "30s", map[string]any{"fn-new": lambdaGroup(nil)}))
+	ev := event(t, send(t, "GET", base+"/fn-new/echo", nil, nil))
+	if rc, want := ev["requestContext"], p.group("fn-new").ARN; !reflect.DeepEqual(rc, map[string]any{"elb": map[string]any{"targetGroupArn": want}}) {
+		t.Errorf("fn-new: requestContext %v, want %s", rc, want)
+	}
+	event(t, send(t, "GET", base+"/after", nil, nil))
+	if a := send(t, "GET", base+"/boom", nil, nil); a.status != 502 {
+		t.Errorf("/boom: %s", a)
+	}
+	// fn-alb: the 504, /after and /boom, each counted once.
+	got := (&instance{t: t, admin: p.admin}).scrape()
+	total := 0
+	for k, v := range got {
+		if strings.HasPrefix(k, "caddy_target_group_requests_total{") && strings.Contains(k, `target_group="fn-alb"`) {
+			n, _ := strconv.Atoi(v)
+			total += n
+		}
+	}
+	if total != 3 || got[`caddy_target_group_in_flight{target="function",target_group="fn-alb"}`] != "0" {
+		t.Errorf("fn-alb: %d requests counted (want 3), in flight %q", total, got[`caddy_target_group_in_flight{target="function",target_group="fn-alb"}`])
+	}
+}
+
 // TestLambdaHealthChecks: with health checks enabled, the function gets
 // ALB's health-check event and its statusCode decides.
 func TestLambdaHealthChecks(t *testing.T) {
 	t.Parallel()
 	bins := buildLambdaBins(t)
-	hc := func(path string) map[string]any {
-		return lambdaGroup(map[string]any{"health_check": map[string]any{
+	hc := func(path, codes string) map[string]any {
+		check := map[string]any{
 			"enabled": true, "path": path, "interval": "5s", "timeout": "4s", "healthy_threshold": 2, "unhealthy_threshold": 2,
-		}})
+		}
+		if codes != "" {
+			check["matcher"] = map[string]any{"http_code": codes}
+		}
+		return lambdaGroup(map[string]any{"health_check": check})
 	}
-	p := lambdaCaddy(t, startRIE(t, bins), "30s", map[string]any{"hc-ok": hc("/health-ua"), "hc-bad": hc("/status/500")})
-	waitFor(t, "hc-ok healthy and hc-bad unhealthy", 30*time.Second, func() bool {
-		return p.describe("hc-ok")[0].state == "healthy" && p.describe("hc-bad")[0].state == "unhealthy"
+	p := lambdaCaddy(t, startRIE(t, bins), "30s", map[string]any{
+		"hc-ok": hc("/health-ua", ""), "hc-bad": hc("/status/500", ""), "hc-matcher": hc("/status/404", "200,404"),
+	})
+	waitFor(t, "hc-ok and hc-matcher healthy, hc-bad unhealthy", 30*time.Second, func() bool {
+		return p.describe("hc-ok")[0].state == "healthy" && p.describe("hc-matcher")[0].state == "healthy" && p.describe("hc-bad")[0].state == "unhealthy"
 	})
 	if st := p.describe("hc-bad")[0]; st.reason != "Target.ResponseCodeMismatch" {
 		t.Errorf("hc-bad: %+v", st)
+	}
+	// No checks where they are off.
+	if st := p.describe("fn-alb")[0]; st.state != "unavailable" {
+		t.Errorf("fn-alb, health checks off: %+v", st)
 	}
 	var g struct {
 		HealthCheck map[string]any `json:"health_check"`

@@ -46,10 +46,12 @@ func TestLambdaConfigValidation(t *testing.T) {
 type stubLambda struct {
 	res      healthcheck.Result
 	function string
+	calls    int
 }
 
 func (s *stubLambda) CheckHealth(ctx context.Context, g *Group, function string, spec *Spec) healthcheck.Result {
 	s.function = function
+	s.calls++
 	return s.res
 }
 
@@ -57,10 +59,13 @@ func (s *stubLambda) CheckHealth(ctx context.Context, g *Group, function string,
 // health checks off, healthy once its health check passes.
 func TestLambdaTargetsRoute(t *testing.T) {
 	l := newLifecycle(t, &GroupConfig{Type: TypeLambda}, named("fn-off"))
+	off := &stubLambda{res: healthcheck.Result{Code: 500, Reason: ReasonResponseCodeMismatch}}
+	l.reg.lambda.Store(&lambdaHolder{inv: off})
 	mustRegister(t, l.reg, "fn-off", []TargetConfig{{ID: "function"}})
+	runHealthRound(l.g)
 	snap := l.g.Snapshot()
-	if len(snap.Routable) != 1 || snap.Dial(0) != "" || !snap.IsHealthy(0) || snap.Unavailable != 1 {
-		t.Fatalf("health checks off: routable %d, unavailable %d", len(snap.Routable), snap.Unavailable)
+	if len(snap.Routable) != 1 || snap.Dial(0) != "" || !snap.IsHealthy(0) || snap.Unavailable != 1 || off.calls != 0 {
+		t.Fatalf("health checks off: routable %d, unavailable %d, %d checks", len(snap.Routable), snap.Unavailable, off.calls)
 	}
 
 	on := true
@@ -77,6 +82,28 @@ func TestLambdaTargetsRoute(t *testing.T) {
 	runHealthRound(l.g)
 	if snap := l.g.Snapshot(); len(snap.Routable) != 1 || snap.Healthy != 1 || stub.function != "function" {
 		t.Fatalf("after a passing check: routable %d, healthy %d, function %q", len(snap.Routable), snap.Healthy, stub.function)
+	}
+
+	// Failing checks (unhealthy_threshold 2) take it out, passing ones
+	// (healthy_threshold 5) bring it back.
+	stub.res = healthcheck.Result{Code: 500, Reason: ReasonResponseCodeMismatch, Description: "Health checks failed with these codes: [500]"}
+	runHealthRound(l.g)
+	if d := l.g.DescribeTargetHealth(TargetKey{ID: "function"})[0].TargetHealth; d.State != StateHealthy {
+		t.Errorf("after one failed check: %+v", d)
+	}
+	runHealthRound(l.g)
+	if d := l.g.DescribeTargetHealth(TargetKey{ID: "function"})[0].TargetHealth; d.State != StateUnhealthy || d.Reason != ReasonResponseCodeMismatch {
+		t.Errorf("after two failed checks: %+v", d)
+	}
+	stub.res = healthcheck.Result{Healthy: true, Code: 200}
+	for i := range 5 {
+		if d := l.g.DescribeTargetHealth(TargetKey{ID: "function"})[0].TargetHealth; d.State != StateUnhealthy {
+			t.Fatalf("after %d passing checks: %+v", i, d)
+		}
+		runHealthRound(l.g)
+	}
+	if d := l.g.DescribeTargetHealth(TargetKey{ID: "function"})[0].TargetHealth; d.State != StateHealthy {
+		t.Errorf("after five passing checks: %+v", d)
 	}
 
 	// Without an invoker (a build without the integration package), checks fail.

@@ -2,9 +2,12 @@
 // Runtime Interface Emulator. What it does is chosen by the request path:
 //
 //	/boom        returns an error (a function error)
-//	/sleep?d=2s  sleeps d, then echoes
+//	/sleep?d=2s  sleeps d (its deadline notwithstanding), then echoes
 //	/binary      answers the bytes 0-255, base64-encoded
 //	/cookies     answers three Set-Cookie headers (multiValueHeaders)
+//	/both-headers answers headers and multiValueHeaders, each with its own
+//	             X-Field and the same Content-Type
+//	/panic       panics (the emulator answers an HTTP 502)
 //	/malformed   answers something that is not a response
 //	/status/NNN  answers status NNN
 //	/echo-body   answers the request's body as it came (base64 kept)
@@ -75,10 +78,10 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 		if err != nil {
 			d = time.Second
 		}
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-		}
+		// Not cut short at the invocation's deadline: past the
+		// function's own timeout the emulator, not the function, ends it
+		// (TestLambdaTimeouts), as Lambda does.
+		time.Sleep(d)
 	case path == "/binary":
 		b := make([]byte, 256)
 		for i := range b {
@@ -90,6 +93,13 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 		return answer{StatusCode: 200,
 			MultiValueHeaders: map[string][]string{"Set-Cookie": {"a=1", "b=2", "c=3"}, "Content-Type": {"text/plain"}},
 			Body:              "cookies"}, nil
+	case path == "/both-headers":
+		return answer{StatusCode: 200,
+			Headers:           map[string]string{"Content-Type": "text/plain", "X-Field": "headers"},
+			MultiValueHeaders: map[string][]string{"Content-Type": {"text/plain"}, "X-Field": {"multiValueHeaders"}, "Set-Cookie": {"a=1", "b=2"}},
+			Body:              "both"}, nil
+	case path == "/panic":
+		panic("panic requested")
 	case path == "/malformed":
 		return []string{"not", "a", "response"}, nil
 	case strings.HasPrefix(path, "/status/"):
