@@ -196,3 +196,26 @@ func TestCreateExistingName(t *testing.T) {
 	_, _, err = r.CreateGroup(unique)
 	expectRefusal(t, "a unique name", err, KindDuplicateName)
 }
+
+// A group created on one node of a fleet under ELBv2's name rule, and
+// tagged there, is on every node with the same id, times and tags.
+func TestAWSGroupAcrossTheFleet(t *testing.T) {
+	f := newTestFleet(t, "a", "b")
+	req := apiGroup("Web-API", 80)
+	req.NameRule = ValidateELBv2Name
+	req.VPCID = "vpc-12345678"
+	g := mustCreate(t, f.nodes["a"], req)
+	f.clock.Advance(time.Second)
+	must(t, f.nodes["a"].ModifyTags("Web-API", map[string]string{"team": "web"}, nil))
+	f.sync()
+	peer := f.nodes["b"].Group("Web-API")
+	if peer == nil {
+		t.Fatal("the ELBv2-named group did not reach node b")
+	}
+	c1, u1 := g.Times()
+	c2, u2 := peer.Times()
+	d := peer.Describe()
+	if peer.ID() != g.ID() || !c1.Equal(c2) || !u1.Equal(u2) || d.Tags["team"] != "web" || d.VPCID != "vpc-12345678" {
+		t.Fatalf("node b: id %s times %s %s tags %v vpc %q; node a: id %s times %s %s", peer.ID(), c2, u2, d.Tags, d.VPCID, g.ID(), c1, u1)
+	}
+}
