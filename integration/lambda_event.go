@@ -6,9 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"mime"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -317,11 +318,11 @@ func parseAnswer(payload []byte, functionError string, limit int, multiValue boo
 	// headers a function sends in both. An answer with none in that field
 	// has the other's passed on. VPC Lattice answers have headers.
 	if len(a.MultiValueHeaders) > 0 && (multiValue || len(a.Headers) == 0) {
-		for _, k := range sortedKeys(a.MultiValueHeaders) {
+		for _, k := range slices.Sorted(maps.Keys(a.MultiValueHeaders)) {
 			addHeader(out.header, k, a.MultiValueHeaders[k])
 		}
 	} else {
-		for _, k := range sortedKeys(a.Headers) {
+		for _, k := range slices.Sorted(maps.Keys(a.Headers)) {
 			var one string
 			var many []string
 			switch raw := a.Headers[k]; {
@@ -358,15 +359,6 @@ func addHeader(h http.Header, k string, vs []string) {
 	for _, v := range vs {
 		h.Add(ck, v)
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func functionFailure(functionError string, a answerJSON) *lambdaFailure {

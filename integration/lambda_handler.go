@@ -32,14 +32,14 @@ func (h *Handler) serveLambda(w http.ResponseWriter, r *http.Request, g *targetg
 	version := spec.Config.LambdaEventStructureVersion
 	limit := lambdaLimit(version)
 	if r.ContentLength > int64(limit) {
-		return h.lambdaRefused(g, http.StatusRequestEntityTooLarge, fmt.Sprintf("%d bytes, more than the %d a lambda target group accepts", r.ContentLength, limit))
+		return h.lambdaTooLarge(g, fmt.Sprintf("%d bytes, more than the %d a lambda target group accepts", r.ContentLength, limit))
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 	if err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("reading the request body: %v", err))
 	}
 	if len(body) > limit {
-		return h.lambdaRefused(g, http.StatusRequestEntityTooLarge, fmt.Sprintf("more than the %d bytes a lambda target group accepts", limit))
+		return h.lambdaTooLarge(g, fmt.Sprintf("more than the %d bytes a lambda target group accepts", limit))
 	}
 	i := snap.Pick(targetgroup.PickRequest{})
 	if i < 0 {
@@ -82,10 +82,11 @@ func (h *Handler) serveLambda(w http.ResponseWriter, r *http.Request, g *targetg
 	return nil
 }
 
-// lambdaRefused answers a request that is not sent to the function.
-func (h *Handler) lambdaRefused(g *targetgroup.Group, status int, detail string) error {
-	h.logger.Info("lambda request refused", zap.String("group", g.Name()), zap.Int("status", status), zap.String("reason", reasonRequestTooLarge), zap.String("detail", detail))
-	return caddyhttp.Error(status, errors.New("request body too large for a lambda target group: "+detail))
+// lambdaTooLarge refuses a request whose body is over the event's limit,
+// without invoking the function.
+func (h *Handler) lambdaTooLarge(g *targetgroup.Group, detail string) error {
+	h.logger.Info("lambda request refused", zap.String("group", g.Name()), zap.Int("status", http.StatusRequestEntityTooLarge), zap.String("reason", reasonRequestTooLarge), zap.String("detail", detail))
+	return caddyhttp.Error(http.StatusRequestEntityTooLarge, errors.New("request body too large for a lambda target group: "+detail))
 }
 
 func isUpgrade(r *http.Request) bool {

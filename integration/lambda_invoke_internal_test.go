@@ -169,11 +169,12 @@ func TestLambdaInvokeAPI(t *testing.T) {
 	t.Run("past lambda.timeout", func(t *testing.T) {
 		release := make(chan struct{})
 		e.set(func(w http.ResponseWriter) { <-release; ok(w) })
-		start := time.Now()
+		// The function answers only once invoke has returned: whatever
+		// invoke returns, it did not wait for the answer.
 		_, _, fail := li.invoke(context.Background(), "function", []byte(`{}`), li.timeout)
 		close(release)
-		if fail == nil || fail.status != http.StatusGatewayTimeout || time.Since(start) > 3*time.Second {
-			t.Errorf("past the timeout: %v after %s", fail, time.Since(start))
+		if fail == nil || fail.status != http.StatusGatewayTimeout {
+			t.Errorf("past the timeout: %v", fail)
 		}
 	})
 }

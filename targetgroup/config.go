@@ -144,6 +144,9 @@ type TargetKey struct {
 	Port int
 }
 
+// Compare orders keys by id, then port, as the API lists targets.
+func (k TargetKey) Compare(o TargetKey) int { return compareKeys(k.ID, k.Port, o.ID, o.Port) }
+
 func (k TargetKey) String() string {
 	if k.Port == 0 {
 		return k.ID

@@ -68,8 +68,8 @@ func validStoredName(name string) error {
 	return ValidateName(name)
 }
 
-// validVPCID checks the VPC identifier as VPC Lattice's model does.
-func validVPCID(id string) bool {
+// ValidVPCID checks a VPC identifier as VPC Lattice's model does.
+func ValidVPCID(id string) bool {
 	rest, ok := strings.CutPrefix(id, "vpc-")
 	if !ok || len(rest) != 8 && len(rest) != 17 {
 		return false
@@ -84,7 +84,7 @@ func normalizeGroup(c *GroupConfig) error {
 	switch {
 	case c.VPCID != "" && c.Type == TypeLambda:
 		return fieldErr("vpc_id", "not supported for lambda target groups")
-	case c.VPCID != "" && !validVPCID(c.VPCID):
+	case c.VPCID != "" && !ValidVPCID(c.VPCID):
 		return fieldErr("vpc_id", "%q must be vpc- and 8 or 17 characters of a-z 0-9", c.VPCID)
 	case c.LambdaEventStructureVersion != "" && c.Type != TypeLambda:
 		return fieldErr("lambda_event_structure_version", "supported only for lambda target groups")

@@ -14,6 +14,7 @@ import (
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/google/uuid"
 
 	"github.com/caddy-targetgroup/caddy-targetgroup/targetgroup"
 )
@@ -83,6 +84,10 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(body)
 }
+
+// requestID is a fresh request id for the AWS dialects' x-amzn-RequestId,
+// in the UUID form AWS uses.
+func requestID() string { return uuid.NewString() }
 
 // answer is a value answered with another status than 200 OK.
 type answer struct {

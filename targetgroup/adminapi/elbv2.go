@@ -1,7 +1,6 @@
 package adminapi
 
 import (
-	"crypto/rand"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -139,7 +138,7 @@ func elbv2Fail(code, format string, args ...any) error {
 
 // serveELBv2 answers ELBv2's Query API at /elbv2 and /elbv2/.
 func serveELBv2(w http.ResponseWriter, r *http.Request) error {
-	id := elbv2RequestID()
+	id := requestID()
 	w.Header()["x-amzn-RequestId"] = []string{id}
 	action, result, err := dispatchELBv2(w, r)
 	if err != nil {
@@ -305,13 +304,4 @@ func writeELBv2Error(w http.ResponseWriter, id string, e *elbv2Error) {
 	w.Header().Set("Content-Type", "text/xml")
 	w.WriteHeader(e.status)
 	_ = xml.NewEncoder(w).Encode(body)
-}
-
-// elbv2RequestID is a fresh RequestId, in the UUID form AWS uses.
-func elbv2RequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

@@ -2,7 +2,6 @@ package adminapi
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,7 +75,7 @@ type latticeCall struct {
 
 // serveLattice answers VPC Lattice's REST API under /vpc-lattice/.
 func serveLattice(w http.ResponseWriter, r *http.Request) error {
-	w.Header()["x-amzn-RequestId"] = []string{latticeRequestID()}
+	w.Header()["x-amzn-RequestId"] = []string{requestID()}
 	status, body, err := dispatchLattice(w, r)
 	if err != nil {
 		writeLatticeError(w, latticeErrorOf(err))
@@ -387,13 +386,4 @@ func latticeFieldName(field, under string) string {
 		return under + n
 	}
 	return under + field
-}
-
-// latticeRequestID is a fresh x-amzn-RequestId, in the UUID form AWS uses.
-func latticeRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -186,7 +185,7 @@ func (req *latticeCreateRequest) groupConfig() (targetgroup.GroupConfig, error) 
 	if cfg.IPAddressType != "" && req.Type != "IP" && req.Type != "" {
 		cs.add("config.ipAddressType", "supported only for target groups of type IP")
 	}
-	if v := cfg.VPCIdentifier; v != "" && !latticeVPC(v) {
+	if v := cfg.VPCIdentifier; v != "" && !targetgroup.ValidVPCID(v) {
 		cs.add("config.vpcIdentifier", "%q must be vpc- and 8 or 17 characters of 0-9 and a-z", v)
 	}
 	if cfg.Port != nil {
@@ -303,14 +302,6 @@ func latticeHealthFields(hc *latticeHealthCheck, under string, cs *latticeChecks
 	return out
 }
 
-func latticeVPC(id string) bool {
-	rest, ok := strings.CutPrefix(id, "vpc-")
-	if !ok || len(rest) != 8 && len(rest) != 17 {
-		return false
-	}
-	return !strings.ContainsFunc(rest, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') })
-}
-
 func getLatticeGroup(c *latticeCall) (int, any, error) {
 	g, err := c.group()
 	if err != nil {
@@ -404,7 +395,7 @@ func listLatticeGroups(c *latticeCall) (int, any, error) {
 		cs.add("nextToken", "%v", err)
 	}
 	vpc := q.Get("vpcIdentifier")
-	if vpc != "" && !latticeVPC(vpc) {
+	if vpc != "" && !targetgroup.ValidVPCID(vpc) {
 		cs.add("vpcIdentifier", "%q must be vpc- and 8 or 17 characters of 0-9 and a-z", vpc)
 	}
 	if err := cs.err(); err != nil {
@@ -518,7 +509,7 @@ func latticeConfigOf(d targetgroup.GroupDescription) latticeConfig {
 }
 
 func latticeSeconds(d targetgroup.Duration) *int {
-	n := int(math.Round(time.Duration(d).Seconds()))
+	n := wholeSeconds(d)
 	return &n
 }
 

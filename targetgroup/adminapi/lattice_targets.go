@@ -234,13 +234,13 @@ func listLatticeTargets(c *latticeCall) (int, any, error) {
 	}
 	ds := g.DescribeTargetHealth(keys...)
 	slices.SortFunc(ds, func(a, b targetgroup.TargetHealthDescription) int {
-		return latticeCmpKey(a.Target.Key(), b.Target.Key())
+		return a.Target.Key().Compare(b.Target.Key())
 	})
 	items := []latticeTargetSummary{}
 	next := ""
 	for _, d := range ds {
 		k := d.Target.Key()
-		if after != nil && latticeCmpKey(k, *after) <= 0 {
+		if after != nil && k.Compare(*after) <= 0 {
 			continue
 		}
 		if len(items) == size {
@@ -260,10 +260,6 @@ func listLatticeTargets(c *latticeCall) (int, any, error) {
 		out["nextToken"] = next
 	}
 	return http.StatusOK, out, nil
-}
-
-func latticeCmpKey(a, b targetgroup.TargetKey) int {
-	return cmp.Or(strings.Compare(a.ID, b.ID), cmp.Compare(a.Port, b.Port))
 }
 
 func latticePortOf(p *int) int {
