@@ -31,8 +31,4 @@ FUZZ_TARGETS = ./caddyfile:FuzzGlobalOption ./targetgroup:FuzzNewSpec ./targetgr
 	./targetgroup:FuzzELBv2 ./healthcheck:FuzzParseMatcher ./selection:FuzzOpen ./integration:FuzzStickyCookie \
 	./integration:FuzzCookieValue
 fuzz:
-	@for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; name=$${t#*:}; \
-		echo "== $$name ($$pkg, $(FUZZTIME))"; \
-		go test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) || exit 1; \
-	done
+	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh $(FUZZ_TARGETS)
