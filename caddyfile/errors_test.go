@@ -137,6 +137,8 @@ func TestErrors(t *testing.T) {
 			[]string{"Caddyfile:5", "targets[1]", "listed twice"}},
 		{"validation: one lambda target", group("type lambda", "target f1", "target f2"),
 			[]string{"Caddyfile:6", "single target"}},
+		{"validation: port of a lambda target", group("type lambda", "target function:9000"),
+			[]string{"Caddyfile:5", "targets[0].port", "lambda targets have no port"}},
 		{"handler: retries out of range", "{\n\ttarget_groups {\n\t\tweb\n\t}\n}\n:8080 {\n\ttarget_group web {\n\t\tretries 11\n\t}\n}\n",
 			[]string{"Caddyfile:8", `retries must be off or 0-10, got "11"`}},
 		{"handler: retries without value", "{\n\ttarget_groups {\n\t\tweb\n\t}\n}\n:8080 {\n\ttarget_group web {\n\t\tretries\n\t}\n}\n",

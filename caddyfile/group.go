@@ -157,11 +157,12 @@ func (p *groupParser) parseOption(d *caddyfile.Dispenser) error {
 
 // parseTargets turns the target lines into TargetConfigs.
 func (p *groupParser) parseTargets() error {
-	lambda := p.cfg.Type == targetgroup.TypeLambda
 	for _, t := range p.targets {
 		tc := targetgroup.TargetConfig{ID: t.addr, AvailabilityZone: t.zone}
-		// Function ARNs are full of colons that are not ports.
-		if !lambda && !strings.HasPrefix(t.addr, "arn:") {
+		// ARNs are full of colons that are not ports. A function name with
+		// a port is split too, so that the error says lambda targets have
+		// no port.
+		if !strings.HasPrefix(t.addr, "arn:") {
 			host, port, err := net.SplitHostPort(t.addr)
 			switch {
 			case err != nil:

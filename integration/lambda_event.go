@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // The events lambda groups send their functions and the answers they take
@@ -157,7 +158,9 @@ func encodeBody(req *lambdaRequest) (string, bool) {
 	if len(req.Body) == 0 {
 		return "", false
 	}
-	if textual(req.Header.Get("Content-Type")) {
+	// A JSON string holds only UTF-8: a text body in another charset would
+	// reach the function with its bytes replaced, base64 keeps them.
+	if textual(req.Header.Get("Content-Type")) && utf8.Valid(req.Body) {
 		return string(req.Body), false
 	}
 	return base64.StdEncoding.EncodeToString(req.Body), true

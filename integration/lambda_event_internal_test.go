@@ -97,7 +97,13 @@ func TestLambdaEventBodies(t *testing.T) {
 			t.Errorf("%q: body %q base64 %v", ct, ev["body"], ev["isBase64Encoded"])
 		}
 	}
+	// Text in another charset than UTF-8 would lose its bytes in a JSON string.
 	req := testRequest()
+	req.Header = http.Header{"Content-Type": {"text/plain; charset=iso-8859-1"}}
+	req.Body = []byte("caf\xe9")
+	if ev := decodeEvent(t, req); ev["body"] != base64.StdEncoding.EncodeToString(req.Body) || ev["isBase64Encoded"] != true {
+		t.Errorf("latin-1 text: %v", ev)
+	}
 	req.Body = nil
 	req.Header = http.Header{"Content-Type": {"image/png"}}
 	if ev := decodeEvent(t, req); ev["body"] != "" || ev["isBase64Encoded"] != false {

@@ -399,6 +399,14 @@ func TestLambdaHealthChecks(t *testing.T) {
 		t.Errorf("lambda health-check defaults: %v", g.HealthCheck)
 	}
 	event(t, send(t, "GET", "http://"+p.http+"/hc-ok/echo", nil, nil))
+	// An unhealthy function is still invoked: the group fails open.
+	event(t, send(t, "GET", "http://"+p.http+"/hc-bad/echo", nil, nil))
+	var h struct {
+		RoutingFailover bool `json:"routing_failover"`
+	}
+	if code := (&instance{t: t, admin: p.admin}).api("GET", "/target-groups/hc-bad/health", nil, &h); code != http.StatusServiceUnavailable || !h.RoutingFailover {
+		t.Errorf("hc-bad health: %d %+v, want 503 and routing_failover", code, h)
+	}
 }
 
 // TestLambdaGroupUnderReverseProxy: reverse_proxy has no function to

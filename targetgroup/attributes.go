@@ -243,6 +243,12 @@ func parseAttributes(c *GroupConfig, m map[string]string) (Attributes, error) {
 	if a.Algorithm == "" {
 		a.Algorithm = AlgorithmRoundRobin
 	}
+	if a.RoutingFailoverCount == 0 {
+		// Every ELB target group fails open when none of its targets is
+		// healthy; a lambda group has no unhealthy_state_routing attribute
+		// to say so, and its one function keeps being invoked.
+		a.RoutingFailoverCount = 1
+	}
 	fam := familyOf(c)
 	if a.Algorithm == AlgorithmLeastOutstandingRequests && a.SlowStart > 0 {
 		return a, fieldErr("attributes."+AttrAlgorithm, "least_outstanding_requests cannot be combined with slow start; set %s to 0 or use round_robin or weighted_random", AttrSlowStart)

@@ -95,6 +95,10 @@ func TestLambdaTargetsRoute(t *testing.T) {
 	if d := l.g.DescribeTargetHealth(TargetKey{ID: "function"})[0].TargetHealth; d.State != StateUnhealthy || d.Reason != ReasonResponseCodeMismatch {
 		t.Errorf("after two failed checks: %+v", d)
 	}
+	// As every ELB target group, it fails open: the function is still invoked.
+	if snap := l.g.Snapshot(); !snap.FailOpen || len(snap.Routable) != 1 || !l.g.Health().RoutingFailover {
+		t.Errorf("unhealthy function: routable %d, fail open %v, health %+v", len(snap.Routable), snap.FailOpen, l.g.Health())
+	}
 	stub.res = healthcheck.Result{Healthy: true, Code: 200}
 	for i := range 5 {
 		if d := l.g.DescribeTargetHealth(TargetKey{ID: "function"})[0].TargetHealth; d.State != StateUnhealthy {
