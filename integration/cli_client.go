@@ -17,9 +17,8 @@ import (
 // The client side of the admin API: finding a group, calling the API,
 // reading its refusals, printing its JSON.
 
-// group is the name of the group --target-group (or --target-group-arn)
-// names: a name as it is, an id (tg-…) or an ARN (arn:…) looked up among
-// the groups, as group names can begin with neither.
+// group is the group --target-group (or --target-group-arn) names, as
+// given: the admin API takes a name, an id (tg-…) or either ARN.
 func (c *cliCall) group() (string, error) {
 	ref, arn := c.str("target-group"), c.str("target-group-arn")
 	switch {
@@ -30,25 +29,7 @@ func (c *cliCall) group() (string, error) {
 	case ref == "":
 		ref = arn
 	}
-	if !strings.HasPrefix(ref, "tg-") && !strings.HasPrefix(ref, "arn:") {
-		return ref, nil
-	}
-	raw, err := c.do(http.MethodGet, "/target-groups/", nil)
-	if err != nil {
-		return "", err
-	}
-	var all struct {
-		TargetGroups []cliGroup `json:"target_groups"`
-	}
-	if err := json.Unmarshal(raw, &all); err != nil {
-		return "", badAnswer(err)
-	}
-	for _, g := range all.TargetGroups {
-		if g.ID == ref || g.ARN == ref {
-			return g.Name, nil
-		}
-	}
-	return "", &cliError{"ResourceNotFoundException", fmt.Sprintf("target group %q not found", ref)}
+	return ref, nil
 }
 
 // do calls the admin API and returns the answer's body. A refusal is the

@@ -190,6 +190,19 @@ func describeTargetGroupsCmd(c *cliCall) error {
 		return err
 	}
 	names, refs := splitCommas(c.list("names")), splitCommas(c.list("target-group-arns"))
+	// The admin API knows every form of a reference (id, either ARN).
+	refIDs := make(map[string]string, len(refs))
+	for _, ref := range refs {
+		one, err := c.do(http.MethodGet, groupPath(ref), nil)
+		if err != nil {
+			return err
+		}
+		var g cliGroup
+		if err := json.Unmarshal(one, &g); err != nil {
+			return badAnswer(err)
+		}
+		refIDs[ref] = g.ID
+	}
 	var all struct {
 		TargetGroups []json.RawMessage `json:"target_groups"`
 	}
@@ -211,7 +224,7 @@ func describeTargetGroupsCmd(c *cliCall) error {
 			}
 		}
 		for _, ref := range refs {
-			if ref == g.ID || ref == g.ARN {
+			if refIDs[ref] == g.ID {
 				match, found[ref] = true, true
 			}
 		}

@@ -282,6 +282,7 @@ func TestCLI(t *testing.T) {
 	tg.ok("wait", "target-in-service", "--target-group", "api", "--timeout", "15s")
 
 	// The describe commands.
+	latticeARN := "arn:aws:vpc-lattice:us-east-1:000000000000:targetgroup/" + api.ID
 	cliParallel(
 		func() {
 			out := tg.ok("describe-target-groups")
@@ -305,6 +306,15 @@ func TestCLI(t *testing.T) {
 			if len(groups.TargetGroups) != 1 || groups.TargetGroups[0].Name != "api" {
 				t.Errorf("describe-target-groups --target-group-arns <id> --output json: %+v", groups)
 			}
+			tg.json(&groups, "describe-target-groups", "--target-group-arns", api.ARN, latticeARN)
+			if len(groups.TargetGroups) != 1 || groups.TargetGroups[0].Name != "api" {
+				t.Errorf("describe-target-groups --target-group-arns <ELBv2 ARN> <Lattice ARN> --output json: %+v", groups)
+			}
+		},
+		func() {
+			out := tg.ok("describe-target-health", "--target-group", latticeARN)
+			hasRows(t, "describe-target-health --target-group <Lattice ARN>", out, row("DescribeTargetHealth"), row("Id", "Port", "AvailabilityZone", "State", "Reason", "InFlight", "Description"),
+				row("127.0.0.1", a.port(), "a", "healthy", "", 0, ""), row("127.0.0.1", b.port(), "", "healthy", "", 0, ""))
 		},
 		fails(1, `An error occurred (ResourceNotFoundException): target group "nope" not found`, "describe-target-groups", "--names", "api,nope"),
 		fails(1, `An error occurred (ResourceNotFoundException): target group "tg-00000000000000000" not found`, "describe-target-health", "--target-group", "tg-00000000000000000"),

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -225,6 +226,31 @@ func TestAdminRoutes(t *testing.T) {
 		code, e := adminCall(t, r, c.method, c.path, "")
 		if code != c.status || e.Error.Code != c.code || e.Error.Message != c.msg {
 			t.Errorf("%s %s: %d %+v, want %d %s %q", c.method, c.path, code, e.Error, c.status, c.code, c.msg)
+		}
+	}
+	// A group is named by its name, id or either ARN: percent-encoded, as
+	// clients send an ARN, or as it is, its slashes in the path.
+	g, err := r.Lookup("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{g.ID(), g.ARN(), g.LatticeARN()} {
+		for _, p := range []string{url.PathEscape(ref), ref} {
+			for _, sub := range []string{"", "/targets", "/attributes"} {
+				w := serveAdmin(t, r, "GET", "/target-groups/"+p+sub, nil)
+				var d struct {
+					Name    string `json:"name"`
+					Targets []any  `json:"targets"`
+				}
+				if err := json.Unmarshal(w.Body.Bytes(), &d); w.Code != http.StatusOK || err != nil || (sub == "" && d.Name != "web") || (sub == "/targets" && len(d.Targets) != 2) {
+					t.Errorf("GET /target-groups/%s%s: %d %s", p, sub, w.Code, w.Body.Bytes())
+				}
+			}
+		}
+	}
+	for _, p := range []string{"arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/web/0000000000000000/targets", "arn:aws:vpc-lattice:us-east-1:000000000000:targetgroup"} {
+		if code, e := adminCall(t, r, "GET", "/target-groups/"+p, ""); code/100 != 4 || e.Error.Message == "" {
+			t.Errorf("GET /target-groups/%s: %d %+v, want a 4xx naming it", p, code, e.Error)
 		}
 	}
 	// A trailing slash names the same resource.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -57,9 +58,12 @@ func dispatch(w http.ResponseWriter, r *http.Request) (any, error) {
 	}
 	c := &call{reg: reg, w: w, r: r}
 	path := "/target-groups/"
-	if rest := strings.Trim(strings.TrimPrefix(r.URL.Path, "/target-groups"), "/"); rest != "" {
-		name, sub, _ := strings.Cut(rest, "/")
-		g, err := reg.Lookup(name)
+	if rest := strings.Trim(strings.TrimPrefix(r.URL.EscapedPath(), "/target-groups"), "/"); rest != "" {
+		ref, sub, err := groupRef(rest)
+		if err != nil {
+			return nil, err
+		}
+		g, err := reg.Lookup(ref)
 		if err != nil {
 			return nil, err
 		}
@@ -83,6 +87,27 @@ func dispatch(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, &httpError{http.StatusNotFound, CodeNotFound, fmt.Sprintf("no such resource: %s", r.URL.Path)}
 	}
 	return nil, &httpError{http.StatusMethodNotAllowed, CodeMethodNotAllowed, fmt.Sprintf("%s %s: allowed methods are %s", r.Method, r.URL.Path, strings.Join(allowed, ", "))}
+}
+
+// groupRef cuts the group's name, id or ARN from the escaped path after
+// /target-groups/, and returns the rest. An ARN spans slashes of its own:
+// escaped (%2F, as clients send it) it is one segment; given as it is, the
+// ELBv2 one takes targetgroup/<name>/<hex> and Lattice's targetgroup/<id>.
+func groupRef(escaped string) (ref, sub string, err error) {
+	segs := strings.Split(escaped, "/")
+	n := 1
+	if first := segs[0]; strings.HasPrefix(first, "arn:") && strings.HasSuffix(first, ":targetgroup") {
+		n = 2
+		if strings.Contains(first, ":elasticloadbalancing:") {
+			n = 3
+		}
+		n = min(n, len(segs))
+	}
+	ref, err = url.PathUnescape(strings.Join(segs[:n], "/"))
+	if err != nil || ref == "" {
+		return "", "", invalid("path", "%q does not name a target group: give its name, id or ARN, percent-encoded", strings.Join(segs[:n], "/"))
+	}
+	return ref, strings.Join(segs[n:], "/"), nil
 }
 
 func describeTargetGroups(c *call) (any, error) {
