@@ -42,6 +42,10 @@ type settingsEntry struct {
 	ClientToken string       `json:"client_token,omitempty"`
 	// CreatedAt is when the group was created, kept by every later entry.
 	CreatedAt time.Time `json:"created_at,omitzero"`
+	// UpdatedAt is when the entry's change was made: the time the node
+	// answered its caller, which the HLC stamped a moment later is not.
+	// Absent from older records, whose HLC stands for it.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }
 
 // floor is the newest deletion the entry stands for.

@@ -119,7 +119,10 @@ func (g *Group) setTimes(s *settingsEntry) {
 	if !s.CreatedAt.IsZero() {
 		g.createdAt = s.CreatedAt
 	}
-	if s.HLC.Wall > 0 {
+	switch {
+	case !s.UpdatedAt.IsZero():
+		g.updatedAt = s.UpdatedAt
+	case s.HLC.Wall > 0:
 		g.updatedAt = time.UnixMilli(s.HLC.Wall).UTC()
 	}
 }

@@ -76,7 +76,7 @@ func (r *Registry) CreateGroup(req CreateRequest) (*Group, bool, error) {
 		cfg := settings(spec.Config)
 		id := randomGroupID()
 		at := r.clock.Now().UTC().Truncate(time.Millisecond)
-		d := delta{settings: &settingsEntry{ID: id, Config: &cfg, Created: &params, ClientToken: req.ClientToken, CreatedAt: at}, put: slices.Clone(spec.Config.Targets)}
+		d := delta{settings: &settingsEntry{ID: id, Config: &cfg, Created: &params, ClientToken: req.ClientToken, CreatedAt: at, UpdatedAt: at}, put: slices.Clone(spec.Config.Targets)}
 		return plan{delta: d, commit: func() error {
 			r.mu.Lock()
 			if existing, err := r.existingGroup(req, spec, limits); existing != nil || err != nil {
@@ -247,8 +247,12 @@ func (r *Registry) modify(name, what string, apply func(*GroupConfig) error) err
 			return edit{}, err
 		}
 		cfg := settings(spec.Config)
-		d := delta{settings: &settingsEntry{ID: g.id, Config: &cfg, Created: g.created, ClientToken: g.clientToken, CreatedAt: g.createdAt}}
-		return edit{delta: d, apply: func() { g.setSpec(spec) }}, nil
+		at := r.clock.Now().UTC().Truncate(time.Millisecond)
+		d := delta{settings: &settingsEntry{ID: g.id, Config: &cfg, Created: g.created, ClientToken: g.clientToken, CreatedAt: g.createdAt, UpdatedAt: at}}
+		return edit{delta: d, apply: func() {
+			g.setSpec(spec)
+			g.updatedAt = at
+		}}, nil
 	})
 	if err != nil {
 		return err
