@@ -572,6 +572,7 @@ func TestELBv2Pagination(t *testing.T) {
 	elbv2Refused(t, r, 400, "ValidationError", "PageSize: 0 is outside 1-400", "DescribeTargetGroups", "PageSize", "0")
 	elbv2Refused(t, r, 400, "ValidationError", "PageSize: 401 is outside 1-400", "DescribeTargetGroups", "PageSize", "401")
 	elbv2Refused(t, r, 400, "ValidationError", "is not a marker this API answered", "DescribeTargetGroups", "Marker", "!!")
+	elbv2Refused(t, r, 400, "ValidationError", "is not a marker this API answered", "DescribeTargetGroups", "Marker", "zzz")
 }
 
 // FuzzELBv2 sends fuzzed form bodies to the ELBv2 handler. Nothing may
@@ -584,7 +585,7 @@ func FuzzELBv2(f *testing.F) {
 		elbv2Form("DeregisterTargets", "TargetGroupArn", "web", "Targets.member.1.Id", "127.0.0.1", "Targets.member.1.Port", "1"),
 		elbv2Form("ModifyTargetGroup", "TargetGroupArn", "api", "HealthCheckTimeoutSeconds", "40"),
 		elbv2Form("ModifyTargetGroupAttributes", "TargetGroupArn", "api", "Attributes.member.1.Key", "slow_start.duration_seconds", "Attributes.member.1.Value", "30"),
-		elbv2Form("DescribeTargetGroups", "PageSize", "1", "Marker", "YXBp"),
+		elbv2Form("DescribeTargetGroups", "PageSize", "1", "Marker", "ImFwaSI"),
 		elbv2Form("DescribeTargetHealth", "TargetGroupArn", "api", "Targets", "", "Include.member.1", "All"),
 		elbv2Form("AddTags", "ResourceArns.member.1", "api", "Tags.member.1.Key", "a", "Tags.member.1.Value", "b"),
 		elbv2Form("DeleteTargetGroup", "TargetGroupArn", "api"),

@@ -472,7 +472,7 @@ func TestLatticePagination(t *testing.T) {
 	if items := a.body["items"].([]any); len(items) != 1 || items[0].(map[string]any)["name"] != "in-vpc" {
 		t.Fatalf("VPC filter: %s", a.raw)
 	}
-	for _, q := range []string{"?maxResults=0", "?maxResults=101", "?maxResults=x", "?nextToken=%25%25", "?targetGroupType=ip", "?vpcIdentifier=vpc-1"} {
+	for _, q := range []string{"?maxResults=0", "?maxResults=101", "?maxResults=x", "?nextToken=%25%25", "?nextToken=zzz", "?targetGroupType=ip", "?vpcIdentifier=vpc-1"} {
 		lattice(t, r, "GET", "/targetgroups"+q, "").refused(t, http.StatusBadRequest, "ValidationException")
 	}
 	lattice(t, r, "POST", "/targetgroups/api/listtargets?nextToken=bm9wZQ", "{}").refused(t, http.StatusBadRequest, "ValidationException")

@@ -1,7 +1,6 @@
 package adminapi
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -231,11 +230,11 @@ func describeELBv2Groups(c *elbv2Call) (any, error) {
 		return nil, err
 	}
 	if marker != "" {
-		after, err := base64.RawURLEncoding.DecodeString(marker)
-		if err != nil || len(after) == 0 {
+		var after string
+		if !readPageToken(marker, &after) || after == "" {
 			return nil, elbv2Invalid("Marker: %q is not a marker this API answered (give the NextMarker of the previous page)", marker)
 		}
-		i := sort.Search(len(groups), func(i int) bool { return groups[i].Name() > string(after) })
+		i := sort.Search(len(groups), func(i int) bool { return groups[i].Name() > after })
 		groups = groups[i:]
 	}
 	limit := elbv2MaxPageSize
@@ -245,7 +244,7 @@ func describeELBv2Groups(c *elbv2Call) (any, error) {
 	out := elbv2Groups{}
 	if len(groups) > limit {
 		groups = groups[:limit]
-		out.NextMarker = base64.RawURLEncoding.EncodeToString([]byte(groups[limit-1].Name()))
+		out.NextMarker = pageToken(groups[limit-1].Name())
 	}
 	members := make([]elbv2TargetGroup, len(groups))
 	for i, g := range groups {

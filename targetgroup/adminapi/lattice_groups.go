@@ -412,7 +412,7 @@ func listLatticeGroups(c *latticeCall) (int, any, error) {
 			continue
 		}
 		if len(items) == size {
-			next = latticeToken(items[len(items)-1].Name)
+			next = pageToken(items[len(items)-1].Name)
 			break
 		}
 		cfg := latticeConfigOf(d)
@@ -449,20 +449,31 @@ func latticePageSize(q map[string][]string, cs *latticeChecks) int {
 }
 
 // A page token is the position after the last item of the page before,
-// so that pages stay right while groups or targets come and go.
-func latticeToken(after string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(after))
+// so that pages stay right while groups or targets come and go: a group's
+// name or a target's key, as JSON in base64, so that a token this API did
+// not answer is refused rather than read as some position.
+func pageToken(after any) string {
+	b, _ := json.Marshal(after)
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func latticeAfter(tok string) (string, error) {
-	if tok == "" {
-		return "", nil
-	}
+// readPageToken reads tok into after; false if tok is no token of ours.
+func readPageToken(tok string, after any) bool {
 	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || len(b) == 0 || len(tok) > 2048 {
-		return "", fmt.Errorf("%q is not a nextToken of this API: pass the nextToken of the previous answer as it is", tok)
+	return err == nil && len(tok) <= 2048 && json.Unmarshal(b, after) == nil
+}
+
+// latticeAfter is the group name a ListTargetGroups nextToken gives.
+func latticeAfter(tok string) (string, error) {
+	var after string
+	if tok != "" && (!readPageToken(tok, &after) || after == "") {
+		return "", errLatticeToken(tok)
 	}
-	return string(b), nil
+	return after, nil
+}
+
+func errLatticeToken(tok string) error {
+	return fmt.Errorf("%q is not a nextToken of this API: pass the nextToken of the previous answer as it is", tok)
 }
 
 // latticeGroupOf is a group as CreateTargetGroup, UpdateTargetGroup and,

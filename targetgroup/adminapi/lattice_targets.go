@@ -2,7 +2,6 @@ package adminapi
 
 import (
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -216,14 +215,11 @@ func listLatticeTargets(c *latticeCall) (int, any, error) {
 	var cs latticeChecks
 	size := latticePageSize(q, &cs)
 	var after *targetgroup.TargetKey
-	if raw, err := latticeAfter(q.Get("nextToken")); err != nil {
-		cs.add("nextToken", "%v", err)
-	} else if raw != "" {
-		var k targetgroup.TargetKey
-		if json.Unmarshal([]byte(raw), &k) != nil {
-			cs.add("nextToken", "%q is not a nextToken of this API: pass the nextToken of the previous answer as it is", q.Get("nextToken"))
+	if tok := q.Get("nextToken"); tok != "" {
+		after = new(targetgroup.TargetKey)
+		if !readPageToken(tok, after) || after.ID == "" {
+			cs.add("nextToken", "%v", errLatticeToken(tok))
 		}
-		after = &k
 	}
 	if err := cs.err(); err != nil {
 		return 0, nil, err
@@ -244,8 +240,7 @@ func listLatticeTargets(c *latticeCall) (int, any, error) {
 			continue
 		}
 		if len(items) == size {
-			last, _ := json.Marshal(targetgroup.TargetKey{ID: items[len(items)-1].ID, Port: latticePortOf(items[len(items)-1].Port)})
-			next = latticeToken(string(last))
+			next = pageToken(targetgroup.TargetKey{ID: items[len(items)-1].ID, Port: latticePortOf(items[len(items)-1].Port)})
 			break
 		}
 		s := latticeTargetSummary{ID: k.ID, Status: cmp.Or(latticeStatuses[d.TargetHealth.State], strings.ToUpper(string(d.TargetHealth.State))), ReasonCode: d.TargetHealth.Reason}
