@@ -64,26 +64,20 @@ func elbv2TargetError(err error) error {
 // registerELBv2Targets registers all the targets or, when one is refused,
 // none.
 func registerELBv2Targets(c *elbv2Call) (any, error) {
-	g, err := c.group()
-	if err != nil {
-		return nil, err
-	}
-	ts, err := c.targets(true)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.done(); err != nil {
-		return nil, err
-	}
-	if _, err := c.reg.RegisterTargets(g.Name(), ts); err != nil {
-		return nil, elbv2TargetError(err)
-	}
-	return elbv2Empty{}, nil
+	return c.changeTargets(func(group string, ts []targetgroup.TargetConfig) error {
+		_, err := c.reg.RegisterTargets(group, ts)
+		return err
+	})
 }
 
 // deregisterELBv2Targets starts draining the targets; one that is not
 // registered is no error, as the model says.
 func deregisterELBv2Targets(c *elbv2Call) (any, error) {
+	return c.changeTargets(c.reg.DeregisterTargets)
+}
+
+// changeTargets applies op to the group and the Targets the call names.
+func (c *elbv2Call) changeTargets(op func(group string, ts []targetgroup.TargetConfig) error) (any, error) {
 	g, err := c.group()
 	if err != nil {
 		return nil, err
@@ -95,7 +89,7 @@ func deregisterELBv2Targets(c *elbv2Call) (any, error) {
 	if err := c.done(); err != nil {
 		return nil, err
 	}
-	if err := c.reg.DeregisterTargets(g.Name(), ts); err != nil {
+	if err := op(g.Name(), ts); err != nil {
 		return nil, elbv2TargetError(err)
 	}
 	return elbv2Empty{}, nil

@@ -89,37 +89,33 @@ func (c *latticeCall) targets(min, max int, optional bool) ([]targetgroup.Target
 }
 
 func registerLatticeTargets(c *latticeCall) (int, any, error) {
-	g, err := c.group()
-	if err != nil {
-		return 0, nil, err
-	}
-	ts, err := c.targets(1, 100, false)
-	if err != nil {
-		return 0, nil, err
-	}
-	res, err := latticePerTarget(g, ts, func(batch []targetgroup.TargetConfig) ([]targetgroup.TargetConfig, error) {
+	return c.changeTargets(func(g *targetgroup.Group, batch []targetgroup.TargetConfig) ([]targetgroup.TargetConfig, error) {
 		return c.reg.RegisterTargets(g.Name(), batch)
 	})
-	if err != nil {
-		return 0, nil, latticeWithResource(err, g.ID())
-	}
-	return http.StatusOK, res, nil
 }
 
 func deregisterLatticeTargets(c *latticeCall) (int, any, error) {
-	g, err := c.group()
-	if err != nil {
-		return 0, nil, err
-	}
-	ts, err := c.targets(1, 100, false)
-	if err != nil {
-		return 0, nil, err
-	}
-	res, err := latticePerTarget(g, ts, func(batch []targetgroup.TargetConfig) ([]targetgroup.TargetConfig, error) {
+	return c.changeTargets(func(g *targetgroup.Group, batch []targetgroup.TargetConfig) ([]targetgroup.TargetConfig, error) {
 		if err := c.reg.DeregisterTargets(g.Name(), batch); err != nil {
 			return nil, err
 		}
 		return latticeWithPort(g, batch), nil
+	})
+}
+
+// changeTargets applies op, with Lattice's partial success, to the group
+// and the targets the call names; op returns the targets as changed.
+func (c *latticeCall) changeTargets(op func(g *targetgroup.Group, batch []targetgroup.TargetConfig) ([]targetgroup.TargetConfig, error)) (int, any, error) {
+	g, err := c.group()
+	if err != nil {
+		return 0, nil, err
+	}
+	ts, err := c.targets(1, 100, false)
+	if err != nil {
+		return 0, nil, err
+	}
+	res, err := latticePerTarget(g, ts, func(batch []targetgroup.TargetConfig) ([]targetgroup.TargetConfig, error) {
+		return op(g, batch)
 	})
 	if err != nil {
 		return 0, nil, latticeWithResource(err, g.ID())
